@@ -1,0 +1,407 @@
+"""The app: tasks, components, plugins, and the producer side of the protocol.
+
+There is one implementation, on asyncio (``qtasks.asyncio.QueueTasks``); ``qtasks.QueueTasks``
+is a thin blocking facade over it (:mod:`qtasks.sync`). An app lives on the event loop that
+started it; its async methods called from another loop or thread are carried over to that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from contextlib import AsyncExitStack
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+from qtasks.config import Config
+from qtasks.errors import CapabilityError, MalformedMessage, PayloadTooLarge, PluginLoadError, UnknownTaskError
+from qtasks.messages import Message, Record, Status
+from qtasks.plugins import Plugins, build
+from qtasks.protocols import DELAY, PRIORITY, DeadLetter, Envelope
+from qtasks.tasks import AsyncTask, Router, TaskSpec, shared_tasks_router, task_decorator
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _home(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Run an app method on the loop the app lives on, whichever loop awaits it."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        app: QueueTasks = args[0]  # type: ignore[assignment]
+        loop = app._loop
+        if loop is None or loop.is_closed() or loop is asyncio.get_running_loop():
+            return await method(*args, **kwargs)
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop))
+
+    return wrapper
+
+
+async def enter_all(stack: AsyncExitStack, managers: Iterable[Any]) -> None:
+    """Enter wrap-hook results (sync or async context managers, None skipped) in order."""
+    for cm in managers:
+        if cm is None:
+            continue
+        if hasattr(cm, "__aenter__"):
+            await stack.enter_async_context(cm)
+        else:
+            stack.enter_context(cm)
+
+
+class QueueTasks:
+    """A qtasks application (asyncio). ``qtasks.QueueTasks`` is its blocking twin.
+
+    :param name: shown in logs and ``qtasks inspect``.
+    :param broker: a registered name (``"sqlite"``), a URL whose scheme picks the component
+        (``"redis://host/0"``), or a broker object. Default: ``QTASKS_BROKER``, else ``"sqlite"``.
+    :param storage: the same for the result storage. Default: ``QTASKS_STORAGE``, else the
+        broker's URL when that backend also has a storage, else ``"sqlite"``.
+    :param plugins: plugin objects to register in addition to the discovered ones.
+    :param settings: any :class:`~qtasks.config.Config` field (``concurrency=20``, ...).
+    """
+
+    def __init__(
+        self,
+        name: str = "QueueTasks",
+        broker: Any = None,
+        storage: Any = None,
+        *,
+        broker_url: str | None = None,
+        serializer: Any = None,
+        config: Config | None = None,
+        plugins: Iterable[object] = (),
+        **settings: Any,
+    ) -> None:
+        self.name = name
+        self.config = dataclasses.replace(config, **settings) if config else Config.from_env(**settings)
+        self._wanted = {
+            "broker": broker or broker_url or self.config.broker,
+            "storage": storage or self.config.storage,
+            "serializer": serializer or self.config.serializer,
+        }
+        self.tasks: dict[str, TaskSpec] = {}
+        self.routers: list[Router] = []
+        self.stash: dict[Any, Any] = {}
+        self.broker: Any = None
+        self.storage: Any = None
+        self.serializer: Any = None
+        self._extra_plugins = list(plugins)
+        self._plugins: Plugins | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._starting: asyncio.Future[None] | None = None
+        self._stack: AsyncExitStack | None = None
+        self._portal: asyncio.AbstractEventLoop | None = None
+        shared_tasks_router()._attach(self)
+
+    @property
+    def core(self) -> QueueTasks:
+        """The asyncio app (itself; the sync facade returns the app it wraps)."""
+        return self
+
+    # ------------------------------------------------------------------ tasks
+
+    def task(self, func: Any = None, /, **options: Any) -> Any:
+        """Register a function as a task; bare (``@app.task``) or with options (see Router.task)."""
+        return task_decorator(self, self._register, AsyncTask, func, options)
+
+    def _task_app(self) -> QueueTasks:
+        return self
+
+    def _register(self, spec: TaskSpec) -> None:
+        if spec.name in self.tasks and self.tasks[spec.name].func is not spec.func:
+            raise ValueError(f"task {spec.name!r} is already registered on app {self.name!r}")
+        self.tasks[spec.name] = spec
+
+    def include_router(self, router: Router) -> None:
+        """Add a router's tasks (and those it gets later) to this app."""
+        self._adopt(router)
+        router._attach(self)
+        self.routers.append(router)
+
+    def _adopt(self, router: Router) -> None:
+        for spec in router.tasks.values():
+            self._register(spec)
+
+    def lookup(self, name: str) -> TaskSpec | None:
+        """The task registered under ``name`` here or as a shared task, else None."""
+        return self.tasks.get(name) or shared_tasks_router().tasks.get(name)
+
+    def known_tasks(self) -> dict[str, TaskSpec]:
+        return {**shared_tasks_router().tasks, **self.tasks}
+
+    def queues(self) -> list[str]:
+        """The queues of the known tasks (what a worker consumes by default)."""
+        return sorted({spec.queue for spec in self.known_tasks().values()} or {"default"})
+
+    # ------------------------------------------------------------------ plugins and lifecycle
+
+    @property
+    def plugins(self) -> Plugins:
+        """This app's plugin manager, built on first use (never at import or construction)."""
+        if self._plugins is None:
+            self._plugins = build(self.config, self._extra_plugins)
+        return self._plugins
+
+    @property
+    def hook(self) -> Any:
+        return self.plugins.hook
+
+    async def start(self) -> None:
+        """Resolve and start the components and enter the app lifespan hooks (idempotent)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self._starting is not None:
+            return await asyncio.shield(self._starting)
+        if self._loop is not None and not self._loop.is_closed():
+            raise RuntimeError(f"app {self.name!r} is running on another event loop")
+        self._loop, self._starting = loop, loop.create_future()
+        try:
+            await self._start()
+        except BaseException as exc:
+            self._starting.set_exception(exc)
+            self._starting.exception()  # retrieved: callers see it raised here
+            self._loop = self._starting = None
+            raise
+        self._starting.set_result(None)
+
+    async def _start(self) -> None:
+        plugins = self.plugins
+        if plugins.failures:
+            raise PluginLoadError(plugins.failures)
+        self.serializer = self._resolve("serializer", self._wanted["serializer"], None)
+        self.broker = self._resolve("broker", self._wanted["broker"] or "sqlite", self.serializer)
+        self.storage = self._resolve("storage", self._wanted["storage"] or self._default_storage(), self.serializer)
+        stack = AsyncExitStack()
+        try:
+            await self.broker.start()
+            stack.push_async_callback(self.broker.stop)
+            await self.storage.start()
+            stack.push_async_callback(self.storage.stop)
+            await enter_all(stack, plugins.hook.qtasks_app_lifespan(app=self))
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    def _resolve(self, slot: str, wanted: Any, serializer: Any) -> Any:
+        if not isinstance(wanted, str):
+            return wanted
+        encode = self._encode_value if slot == "serializer" else None
+        return self.plugins.registry.create(slot, wanted, self.config, serializer or encode)
+
+    def _default_storage(self) -> str:
+        broker = self._wanted["broker"]
+        if isinstance(broker, str):
+            try:
+                self.plugins.registry.lookup("storage", broker)
+                return broker
+            except LookupError:
+                pass
+        return "sqlite"
+
+    async def stop(self) -> None:
+        """Exit the lifespan hooks and stop the components; the app can be started again."""
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+        self._loop = self._starting = None
+
+    async def __aenter__(self) -> QueueTasks:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode_value(self, value: Any) -> Any:
+        encoded = self.plugins.hook.qtasks_encode_value(value=value)
+        if encoded is None:
+            raise TypeError(f"Object of type {type(value).__name__} is not serializable")
+        return encoded
+
+    def encode(self, message: Message) -> bytes:
+        """Serialize a message; a ``TypeError`` names the argument that cannot be encoded."""
+        try:
+            body: bytes = self.serializer.dumps(message.to_wire())
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(self._explain(message, exc)) from exc
+        if len(body) > self.config.max_payload:
+            raise PayloadTooLarge(message.name, len(body), self.config.max_payload)
+        return body
+
+    def _explain(self, message: Message, exc: Exception) -> str:
+        spec = self.lookup(message.name)
+        names = list(inspect.signature(spec.func).parameters)[int(spec.echo) :] if spec else []
+        values = [(names[i] if i < len(names) else f"#{i}", v) for i, v in enumerate(message.args)]
+        for label, value in [*values, *message.kwargs.items(), *message.headers.items()]:
+            try:
+                self.serializer.dumps(value)
+            except (TypeError, ValueError, OverflowError) as err:
+                return f"argument {label!r} of task {message.name!r} cannot be serialized: {err}"
+        return f"task {message.name!r}: message cannot be serialized: {exc}"
+
+    def decode(self, body: bytes) -> Message:
+        """Parse message bytes; :class:`MalformedMessage` says what is wrong."""
+        try:
+            data = self.serializer.loads(body)
+        except Exception as exc:
+            raise MalformedMessage(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+        return Message.from_wire(data)
+
+    # ------------------------------------------------------------------ producer API
+
+    async def publish(self, message: Message, send: Callable[[bytes], Awaitable[None]]) -> None:
+        """Send a message through the publish hooks; ``send`` gets the encoded bytes."""
+        hook = self.plugins.hook
+        async with AsyncExitStack() as stack:
+            await enter_all(stack, hook.qtasks_publish_context(message=message))
+            hook.qtasks_inject_headers(message=message, headers=message.headers)
+            await send(self.encode(message))
+
+    def envelope(self, message: Message, body: bytes) -> Envelope:
+        return Envelope(message.id, message.queue, body, message.priority, message.eta)
+
+    @_home
+    async def add_task(
+        self,
+        task_name: str,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        delay: float | None = None,
+        eta: datetime | float | None = None,
+        **kwargs: Any,
+    ) -> Record:
+        """Queue a task. Without ``timeout`` return its ``new`` record at once; with one, wait
+        up to ``timeout`` seconds for the final record or raise :class:`TaskTimeoutError`.
+
+        ``delay`` (seconds) or ``eta`` (datetime or epoch seconds): do not start before then.
+        """
+        await self.start()
+        spec = self.lookup(task_name)
+        if spec is None and self.known_tasks():
+            raise UnknownTaskError(task_name, self.known_tasks())
+        when = eta.timestamp() if isinstance(eta, datetime) else eta
+        if delay is not None:
+            when = time.time() + delay
+        message = Message(
+            name=task_name,
+            args=list(args),
+            kwargs=kwargs,
+            queue=spec.queue if spec else "default",
+            priority=spec.priority if priority is None and spec else priority or 0,
+            eta=when,
+        )
+        self._check_capabilities(message)
+        record = Record.from_message(message)
+
+        async def send(body: bytes) -> None:
+            save = self.storage.save(record, self.config.result_ttl)
+            await asyncio.gather(save, self.broker.publish(self.envelope(message, body)))
+
+        await self.publish(message, send)
+        if timeout is None:
+            return record
+        return await self.wait(message.id, timeout)
+
+    def _check_capabilities(self, message: Message) -> None:
+        caps = self.broker.capabilities
+        if message.priority and PRIORITY not in caps:
+            raise CapabilityError(type(self.broker).__name__, "priorities")
+        if message.eta is not None and DELAY not in caps:
+            raise CapabilityError(type(self.broker).__name__, "delays (eta)")
+
+    @_home
+    async def get(self, task_id: Any) -> Record | None:
+        """The task's record, or None if there is none (unknown or expired)."""
+        await self.start()
+        record: Record | None = await self.storage.get(str(task_id))
+        return record
+
+    @_home
+    async def wait(self, task_id: Any, timeout: float) -> Record:
+        """Wait for the task's final record; :class:`TaskTimeoutError` after ``timeout`` s."""
+        from qtasks.errors import TaskTimeoutError
+
+        await self.start()
+        record: Record | None = await self.storage.wait(str(task_id), timeout)
+        if record is None:
+            raise TaskTimeoutError(str(task_id), timeout)
+        return record
+
+    @_home
+    async def cancel(self, task_id: Any, reason: str = "") -> bool:
+        """Cancel a queued or running task; False if it had already finished or is unknown.
+
+        A queued task never starts; a running async task is interrupted within about a second;
+        a running sync function cannot be interrupted: it is marked cancelled and its result
+        is discarded.
+        """
+        await self.start()
+        record = await self.storage.get(str(task_id))
+        if record is None or record.status.final:
+            return False
+        now = time.time()
+        record.status, record.reason = Status.CANCELLED, reason or "cancelled"
+        record.updated_at = record.finished_at = now
+        return bool(await self.storage.save(record, self.config.result_ttl))
+
+    @_home
+    async def purge(self, queue: str = "default") -> int:
+        """Delete every queued message of ``queue``; returns how many."""
+        await self.start()
+        return int(await self.broker.purge(queue))
+
+    @_home
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        await self.start()
+        return list(await self.broker.dead_letters(limit))
+
+    @_home
+    async def replay(self, dead_id: str | None = None) -> int:
+        """Send dead letters (one by id, or all when None) back to their queues."""
+        await self.start()
+        replayed = []
+        for dead in await self.broker.dead_letters(1_000_000):
+            if dead_id is not None and dead.id != dead_id:
+                continue
+            priority = 0
+            try:
+                message = self.decode(dead.body)
+                priority = message.priority
+                await self.storage.delete(message.id)
+            except MalformedMessage:
+                message = None
+            await self.broker.publish(Envelope(message.id if message else dead.id, dead.queue, dead.body, priority))
+            replayed.append(dead.id)
+        if replayed:
+            await self.broker.purge_dead(replayed)
+        return len(replayed)
+
+    @_home
+    async def purge_dead(self) -> int:
+        await self.start()
+        return int(await self.broker.purge_dead(None))
+
+    # ------------------------------------------------------------------ running
+
+    def run_forever(self, **options: Any) -> None:
+        """Run a worker in this process until SIGINT/SIGTERM (see ``qtasks worker``)."""
+        from qtasks.runner import run_worker
+
+        run_worker(self, **options)
+
+    async def serve(self, **options: Any) -> None:
+        """Run a worker on the current event loop until cancelled (embedding in an app)."""
+        from qtasks.worker import Worker
+
+        await Worker(self, **options).run()
+
+    def __repr__(self) -> str:
+        return f"<QueueTasks {self.name!r} tasks={len(self.tasks)}>"

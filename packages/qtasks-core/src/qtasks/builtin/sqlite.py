@@ -1,0 +1,407 @@
+"""``sqlite``: broker and storage in one SQLite file; many processes, no server. The default.
+
+URLs follow SQLAlchemy: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``; the
+bare name ``sqlite`` uses ``Config.sqlite_path`` (``./qtasks.db``).
+
+Each component owns one connection in WAL mode, used from one thread so the event loop never
+blocks. Writes made by concurrent tasks are grouped into one transaction (group commit).
+Processes wake each other with datagrams to Unix sockets in a private (0700) directory under
+the temp dir: a worker waiting for messages and a caller waiting for a result are woken when
+the row is committed instead of polling. Without Unix sockets they poll every 50 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from qtasks.batching import Coalescer
+from qtasks.hookspecs import hookimpl
+from qtasks.messages import FINAL, Record
+from qtasks.protocols import DEAD_LETTER, DELAY, LEASE, PRIORITY, DeadLetter, Envelope
+from qtasks.registry import ComponentRequest, Registry
+
+T = TypeVar("T")
+_FINAL = tuple(s.value for s in FINAL)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS qtasks_queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, priority INTEGER NOT NULL,
+    visible_at REAL NOT NULL, body BLOB NOT NULL, token TEXT, count INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS qtasks_queue_order ON qtasks_queue (queue, priority, seq);
+CREATE INDEX IF NOT EXISTS qtasks_queue_visible ON qtasks_queue (queue, visible_at);
+CREATE TABLE IF NOT EXISTS qtasks_dead (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, body BLOB NOT NULL,
+    reason TEXT NOT NULL, died_at REAL NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS qtasks_records (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, data BLOB NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS qtasks_records_expiry ON qtasks_records (expires_at);
+"""
+#: The statements of the hot path, shared with the benchmark's raw-sqlite3 floor.
+INSERT = "INSERT INTO qtasks_queue (queue, priority, visible_at, body) VALUES (?, ?, ?, ?)"
+CLAIM = (
+    "UPDATE qtasks_queue SET token = ?, count = count + 1, visible_at = ? WHERE seq IN "
+    "(SELECT seq FROM qtasks_queue WHERE queue IN ({queues}) AND visible_at <= ? "
+    "ORDER BY priority, seq LIMIT ?) RETURNING seq, priority, body, count"
+)
+ACK = "DELETE FROM qtasks_queue WHERE seq = ? AND token = ?"
+SAVE = (
+    "INSERT INTO qtasks_records (id, status, data, expires_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data, "
+    "expires_at = excluded.expires_at WHERE excluded.status != 'new' AND "
+    f"(qtasks_records.status NOT IN {_FINAL} OR qtasks_records.expires_at <= ?)"
+)
+
+SWEEP = "DELETE FROM qtasks_records WHERE id IN (SELECT id FROM qtasks_records WHERE expires_at <= ? LIMIT 10000)"
+
+
+class Database:
+    """One connection, used from one thread; ``await db.run(fn, ...)`` calls ``fn(conn, ...)``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="qtasks-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(self._connection(), *args))
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self.run(lambda conn: conn.close())
+            self._conn = None
+
+
+def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+class Wakeup:
+    """Cross-process wake-ups for one database: datagrams to the listeners of a channel."""
+
+    def __init__(self, path: str) -> None:
+        digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+        self.dir = os.path.join(tempfile.gettempdir(), f"qtasks-{os.getuid() if hasattr(os, 'getuid') else 0}-{digest}")
+        self._token = uuid.uuid4().hex[:12]
+        self._sender: socket.socket | None = None
+        self._listeners: list[tuple[socket.socket, str]] = []
+
+    def notify(self, channel: str, payload: bytes = b"") -> None:
+        """Wake the listeners of ``channel`` in every process (safe from any thread)."""
+        if not hasattr(socket, "AF_UNIX"):
+            return
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
+        for name in names:
+            if name.startswith(channel + ".") and not name.endswith(self._token):
+                path = os.path.join(self.dir, name)
+                try:
+                    self._sender.sendto(payload, path)
+                except (ConnectionRefusedError, FileNotFoundError):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)  # its process is gone
+                except OSError:
+                    pass  # its buffer is full: it has a wake-up pending anyway
+
+    def listen(self, channel: str, callback: Callable[[bytes], None]) -> bool:
+        """Call ``callback(payload)`` on the running loop for each wake-up; False if unsupported."""
+        if not hasattr(socket, "AF_UNIX"):
+            return False
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self.dir, f"{channel}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{self._token}")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.setblocking(False)
+
+        def readable() -> None:
+            while True:
+                try:
+                    callback(sock.recv(65536))
+                except (BlockingIOError, InterruptedError):
+                    return
+
+        asyncio.get_running_loop().add_reader(sock.fileno(), readable)
+        self._listeners.append((sock, path))
+        return True
+
+    def close(self) -> None:
+        for sock, path in self._listeners:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._listeners.clear()
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
+
+
+class SqliteDelivery:
+    __slots__ = ("_broker", "_seq", "_token", "body", "count")
+
+    def __init__(self, broker: SqliteBroker, seq: int, token: str, body: bytes, count: int) -> None:
+        self._broker, self._seq, self._token, self.body, self.count = broker, seq, token, body, count
+
+    async def ack(self) -> None:
+        await self._broker._acks.submit((self._seq, self._token))
+
+    async def nack(self, delay: float = 0.0, body: bytes | None = None) -> None:
+        sql = (
+            "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body) WHERE seq = ? AND token = ?"
+        )
+        await self._broker._db.run(lambda c: c.execute(sql, (time.time() + delay, body, self._seq, self._token)))
+        self._broker._notify()
+
+    async def extend(self, lease: float) -> bool:
+        sql = "UPDATE qtasks_queue SET visible_at = ? WHERE seq = ? AND token = ?"
+        cur = await self._broker._db.run(lambda c: c.execute(sql, (time.time() + lease, self._seq, self._token)))
+        return bool(cur.rowcount == 1)
+
+    async def dead_letter(self, reason: str) -> None:
+        now, ttl = time.time(), self._broker._dead_ttl
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO qtasks_dead (queue, body, reason, died_at, expires_at) "
+                "SELECT queue, body, ?, ?, ? FROM qtasks_queue WHERE seq = ? AND token = ?",
+                (reason, now, now + ttl, self._seq, self._token),
+            )
+            conn.execute(ACK, (self._seq, self._token))
+
+        await self._broker._db.run(transaction, work)
+
+
+class SqliteBroker:
+    capabilities = frozenset({PRIORITY, DELAY, LEASE, DEAD_LETTER})
+
+    def __init__(self, path: str, dead_letter_ttl: float) -> None:
+        self._db, self._wake, self._dead_ttl = Database(path), Wakeup(path), dead_letter_ttl
+        self._inserts: Coalescer[Envelope, None] = Coalescer(self._insert)
+        self._acks: Coalescer[tuple[int, str], None] = Coalescer(self._ack)
+        self._ready: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        await self._db.run(lambda conn: None)  # connect and create the schema
+
+    async def stop(self) -> None:
+        self._wake.close()
+        self._ready = None
+        await self._db.close()
+
+    async def _insert(self, envelopes: list[Envelope]) -> list[None]:
+        now = time.time()
+        rows = [(e.queue, e.priority, e.eta or now, e.body) for e in envelopes]
+        await self._db.run(transaction, lambda c: c.executemany(INSERT, rows))
+        self._notify()
+        return [None] * len(envelopes)
+
+    def _notify(self) -> None:
+        self._wake.notify("queue")  # other instances, any process
+        if self._ready is not None:
+            self._ready.set()  # this instance
+
+    async def _ack(self, keys: list[tuple[int, str]]) -> list[None]:
+        await self._db.run(transaction, lambda c: c.executemany(ACK, keys))
+        return [None] * len(keys)
+
+    async def publish(self, envelope: Envelope) -> None:
+        await self._inserts.submit(envelope)
+
+    @staticmethod
+    def _claim(
+        conn: sqlite3.Connection, queues: Sequence[str], limit: int, lease: float, token: str
+    ) -> tuple[list[tuple[int, int, bytes, int]], float | None]:
+        now, marks = time.time(), ",".join("?" * len(queues))
+        rows = conn.execute(CLAIM.format(queues=marks), (token, now + lease, *queues, now, limit)).fetchall()
+        if rows:
+            return sorted(rows), None
+        (next_at,) = conn.execute(
+            f"SELECT min(visible_at) FROM qtasks_queue WHERE queue IN ({marks})", tuple(queues)
+        ).fetchone()
+        return [], next_at
+
+    async def fetch(self, queues: Sequence[str], limit: int, lease: float, wait: float) -> list[Any]:
+        if self._ready is None:
+            self._ready = asyncio.Event()
+            ready = self._ready
+            if not self._wake.listen("queue", lambda _: ready.set()):
+                self._ready = None
+        deadline = time.monotonic() + wait
+        while True:
+            if self._ready is not None:
+                self._ready.clear()
+            token = uuid.uuid4().hex
+            job = asyncio.ensure_future(self._db.run(self._claim, queues, limit, lease, token))
+            try:
+                rows, next_at = await asyncio.shield(job)
+            except asyncio.CancelledError:
+                rows, _ = await job  # leased already: hand them straight back
+                await asyncio.gather(*(SqliteDelivery(self, r[0], token, r[2], r[3]).nack() for r in rows))
+                raise
+            if rows:
+                return [SqliteDelivery(self, seq, token, body, count) for seq, _, body, count in rows]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            if next_at is not None:
+                left = min(left, next_at - time.time())
+            if self._ready is None:
+                left = min(left, 0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), max(left, 0.001)) if self._ready else await asyncio.sleep(
+                    max(left, 0)
+                )
+
+    async def depth(self, queue: str) -> int:
+        row = await self._db.run(
+            lambda c: c.execute("SELECT count(*) FROM qtasks_queue WHERE queue = ?", (queue,)).fetchone()
+        )
+        return int(row[0])
+
+    async def purge(self, queue: str) -> int:
+        cur = await self._db.run(lambda c: c.execute("DELETE FROM qtasks_queue WHERE queue = ?", (queue,)))
+        return int(cur.rowcount)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            conn.execute("DELETE FROM qtasks_dead WHERE expires_at <= ?", (time.time(),))
+            return conn.execute(
+                "SELECT seq, queue, body, reason, died_at FROM qtasks_dead ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+
+        return [DeadLetter(str(seq), q, body, reason, died) for seq, q, body, reason, died in await self._db.run(read)]
+
+    async def purge_dead(self, ids: Sequence[str] | None = None) -> int:
+        if ids is None:
+            cur = await self._db.run(lambda c: c.execute("DELETE FROM qtasks_dead"))
+            return int(cur.rowcount)
+        keys = [(int(i),) for i in ids if i.isdigit()]
+        await self._db.run(transaction, lambda c: c.executemany("DELETE FROM qtasks_dead WHERE seq = ?", keys))
+        return len(keys)
+
+
+class SqliteStorage:
+    def __init__(self, path: str, serializer: Any) -> None:
+        self._db, self._wake, self._serializer = Database(path), Wakeup(path), serializer
+        self._saves: Coalescer[tuple[Record, float], bool] = Coalescer(self._save)
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._listening = False
+        self._swept = 0.0
+
+    async def start(self) -> None:
+        await self._db.run(lambda conn: None)
+
+    async def stop(self) -> None:
+        self._wake.close()
+        self._listening = False
+        await self._db.close()
+
+    async def _save(self, items: list[tuple[Record, float]]) -> list[bool]:
+        now = time.time()
+        rows = [(r.id, r.status.value, self._serializer.dumps(r.to_dict()), now + ttl, now) for r, ttl in items]
+        sweep = now - self._swept > 60
+        self._swept = now if sweep else self._swept
+
+        def work(conn: sqlite3.Connection) -> list[bool]:
+            written = [conn.execute(SAVE, row).rowcount == 1 for row in rows]
+            if sweep:
+                conn.execute(SWEEP, (now,))
+            return written
+
+        written: list[bool] = await self._db.run(transaction, work)
+        done = [r.id for (r, _), ok in zip(items, written, strict=True) if ok and r.status in FINAL]
+        if done:
+            self._wake.notify("done", "\n".join(done).encode() if len(done) < 500 else b"")
+            self._woken(done)
+        return written
+
+    async def save(self, record: Record, ttl: float) -> bool:
+        return await self._saves.submit((record, ttl))
+
+    async def get(self, task_id: str) -> Record | None:
+        sql = "SELECT data FROM qtasks_records WHERE id = ? AND expires_at > ?"
+        row = await self._db.run(lambda c: c.execute(sql, (task_id, time.time())).fetchone())
+        return Record.from_dict(self._serializer.loads(row[0])) if row else None
+
+    def _woken(self, ids: list[str]) -> None:
+        for task_id in ids or list(self._waiters):
+            for fut in self._waiters.pop(task_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait(self, task_id: str, timeout: float) -> Record | None:
+        if not self._listening:
+            self._listening = self._wake.listen(
+                "done", lambda data: self._woken(data.decode().split("\n") if data else [])
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            fut = asyncio.get_running_loop().create_future()
+            waiters = self._waiters.setdefault(task_id, [])
+            waiters.append(fut)  # before reading, so a save in between still wakes us
+            try:
+                record = await self.get(task_id)
+                if record is not None and record.status in FINAL:
+                    return record
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(fut, left if self._listening else min(left, 0.05))
+            finally:
+                if fut in waiters:
+                    waiters.remove(fut)
+                if not waiters and self._waiters.get(task_id) is waiters:
+                    del self._waiters[task_id]
+
+    async def delete(self, task_id: str) -> bool:
+        cur = await self._db.run(lambda c: c.execute("DELETE FROM qtasks_records WHERE id = ?", (task_id,)))
+        return bool(cur.rowcount)
+
+
+def sqlite_path(request: ComponentRequest) -> str:
+    if request.url is None:
+        return request.config.sqlite_path
+    path = request.url.split("://", 1)[1]
+    if not path.startswith("/") or path in ("/", ""):
+        raise ValueError(f"bad sqlite URL {request.url!r}: use sqlite:///relative.db or sqlite:////absolute.db")
+    return path[1:]
+
+
+@hookimpl
+def qtasks_register_components(registry: Registry) -> None:
+    registry.add_broker("sqlite", lambda r: SqliteBroker(sqlite_path(r), r.config.dead_letter_ttl), schemes=("sqlite",))
+    registry.add_storage("sqlite", lambda r: SqliteStorage(sqlite_path(r), r.serializer), schemes=("sqlite",))

@@ -1,0 +1,210 @@
+"""The ``qtasks`` command (also ``python -m qtasks``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from qtasks.config import Config
+from qtasks.plugins import build, describe
+
+
+def load_app(path: str) -> Any:
+    """Import ``module:attribute`` (default attribute ``app``) with the cwd importable.
+
+    A callable that is not an app is called (an app factory).
+    """
+    module_name, _, attr = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    obj: Any = importlib.import_module(module_name)
+    for part in (attr or "app").split("."):
+        obj = getattr(obj, part)
+    if callable(obj) and not hasattr(obj, "core"):
+        obj = obj()
+    return obj
+
+
+def _parser(extra_commands: Any) -> argparse.ArgumentParser:
+    app_opt = argparse.ArgumentParser(add_help=False)
+    app_opt.add_argument("-A", "--app", "-app", dest="app", default=argparse.SUPPRESS, help="module:app")
+    parser = argparse.ArgumentParser(prog="qtasks", parents=[app_opt], description="qtasks task queue")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name in ("worker", "run"):
+        p = sub.add_parser(
+            name, parents=[app_opt], help="run a worker" + (" (QTasks spelling)" if name == "run" else "")
+        )
+        p.add_argument("--processes", "-p", type=int, default=1, help="worker processes, supervised")
+        p.add_argument("--concurrency", "-c", type=int, help="tasks run at once per process")
+        p.add_argument("--queues", "-Q", help="comma-separated queues (default: the app's)")
+        p.add_argument("--lease", type=float, help="seconds a delivery is held between renewals")
+        p.add_argument("--grace", type=float, help="seconds to finish running tasks on stop")
+        p.add_argument("--log-format", choices=["auto", "console", "json", "none"], default="auto")
+        p.add_argument("--log-level", default="INFO")
+        p.set_defaults(handler=_worker)
+
+    p = sub.add_parser("plugins", parents=[app_opt], help="list plugins, their origin, hooks and components")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_plugins)
+
+    p = sub.add_parser("inspect", parents=[app_opt], help="show the app's tasks and components")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_inspect)
+
+    p = sub.add_parser("enqueue", parents=[app_opt], help="submit a task by name")
+    p.add_argument("name")
+    p.add_argument("--args", default="[]", help="JSON list of positional arguments")
+    p.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
+    p.add_argument("--priority", type=int)
+    p.add_argument("--delay", type=float)
+    p.add_argument("--wait", type=float, help="wait this many seconds for the result")
+    p.set_defaults(handler=_enqueue)
+
+    p = sub.add_parser("purge", parents=[app_opt], help="delete the queued messages of a queue")
+    p.add_argument("--queue", "-Q", default="default")
+    p.set_defaults(handler=_purge)
+
+    p = sub.add_parser("dead", parents=[app_opt], help="dead letters: list, replay, purge")
+    p.add_argument("action", choices=["list", "replay", "purge"])
+    p.add_argument("id", nargs="?", help="dead letter id (replay)")
+    p.add_argument("--all", action="store_true", help="replay every dead letter")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(handler=_dead)
+
+    extra_commands(subparsers=sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    plugins = build(Config.from_env())  # load failures are shown by `qtasks plugins`, not raised
+    parser = _parser(plugins.hook.qtasks_add_cli_commands)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        print(f"qtasks {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _app(args: argparse.Namespace) -> Any:
+    if not getattr(args, "app", None):
+        raise SystemExit(f"qtasks {args.command}: -A module:app is required")
+    return load_app(args.app).core
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from qtasks.runner import run_worker
+
+    options = {k: getattr(args, k) for k in ("concurrency", "lease", "grace") if getattr(args, k) is not None}
+    if args.queues:
+        options["queues"] = [q.strip() for q in args.queues.split(",") if q.strip()]
+    return run_worker(
+        _app(args), processes=args.processes, log_format=args.log_format, log_level=args.log_level, **options
+    )
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    plugins = _app(args).plugins if getattr(args, "app", None) else build(Config.from_env())
+    rows = describe(plugins)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        if "error" in row:
+            print(f"{row['name']:<12} {row['origin']:<24} FAILED: {row['error']}")
+            continue
+        print(f"{row['name']:<12} {row['origin']:<24} {row['module']}")
+        if row["components"]:
+            print(f"{'':<12} components: {', '.join(row['components'])}")
+        print(f"{'':<12} hooks: {', '.join(row['hooks']) or '-'}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    app = _app(args)
+    info = {
+        "name": app.name,
+        "broker": app._wanted["broker"]
+        if isinstance(app._wanted["broker"], str | None)
+        else repr(app._wanted["broker"]),
+        "storage": app._wanted["storage"]
+        if isinstance(app._wanted["storage"], str | None)
+        else repr(app._wanted["storage"]),
+        "queues": app.queues(),
+        "tasks": [spec.describe() for spec in sorted(app.known_tasks().values(), key=lambda s: s.name)],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"app {info['name']}: broker={info['broker'] or 'sqlite (default)'} storage={info['storage'] or '(default)'}")
+    for task in info["tasks"]:
+        options = ", ".join(
+            f"{k}={v}" for k, v in task.items() if k not in ("name", "description") and v not in (None, [], False)
+        )
+        print(f"  {task['name']}: {options}")
+    return 0
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    app = _app(args)
+
+    async def go() -> Any:
+        async with app:
+            record = await app.add_task(
+                args.name,
+                *json.loads(args.args),
+                priority=args.priority,
+                delay=args.delay,
+                timeout=args.wait,
+                **json.loads(args.kwargs),
+            )
+            return record
+
+    record = _run(go())
+    print(json.dumps(record.to_dict(), default=str))
+    return 0 if record.status != "error" else 1
+
+
+def _purge(args: argparse.Namespace) -> int:
+    app = _app(args)
+
+    async def go() -> int:
+        async with app:
+            return int(await app.purge(args.queue))
+
+    print(f"purged {_run(go())} message(s) from {args.queue!r}")
+    return 0
+
+
+def _dead(args: argparse.Namespace) -> int:
+    app = _app(args)
+
+    async def go() -> None:
+        async with app:
+            if args.action == "list":
+                for dead in await app.dead_letters(args.limit):
+                    print(
+                        json.dumps({"id": dead.id, "queue": dead.queue, "reason": dead.reason, "died_at": dead.died_at})
+                    )
+            elif args.action == "replay":
+                if not args.id and not args.all:
+                    raise SystemExit("qtasks dead replay: give an ID or --all")
+                print(f"replayed {await app.replay(None if args.all else args.id)} dead letter(s)")
+            else:
+                print(f"purged {await app.purge_dead()} dead letter(s)")
+
+    _run(go())
+    return 0

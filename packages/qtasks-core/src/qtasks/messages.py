@@ -1,0 +1,167 @@
+"""What travels on the wire (:class:`Message`) and what is stored about a task (:class:`Record`)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from qtasks.errors import MalformedMessage
+
+WIRE_VERSION = 1
+
+
+class Status(StrEnum):
+    """The status of a task record. ``status == "success"`` works, as in QTasks."""
+
+    NEW = "new"  #: queued, not started yet
+    RUNNING = "running"  #: a worker started it and has not finished it yet
+    RETRY = "retry"  #: an attempt failed and another one is scheduled
+    SUCCESS = "success"  #: the function returned; ``returning`` holds the value
+    ERROR = "error"  #: the function raised (``traceback``), or could not be run (``reason``)
+    CANCELLED = "cancelled"  #: cancelled before or while running (``reason``)
+    DEAD = "dead"  #: the message could not be run at all and was dead-lettered (``reason``)
+
+    @property
+    def final(self) -> bool:
+        """Whether nothing will change this record any more."""
+        return self in FINAL
+
+
+FINAL = frozenset({Status.SUCCESS, Status.ERROR, Status.CANCELLED, Status.DEAD})
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(slots=True)
+class Message:
+    """One task invocation on the wire. JSON by default, never pickle.
+
+    ``headers`` are string pairs that plugins add (trace context, ...); they are kept through
+    retries, delays, requeues and dead letters. ``priority``: lower runs first. ``eta``: epoch
+    seconds before which the task must not start. ``history``: one short entry per failed earlier
+    attempt.
+    """
+
+    name: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+    queue: str = "default"
+    headers: dict[str, str] = field(default_factory=dict)
+    priority: int = 0
+    attempt: int = 1
+    eta: float | None = None
+    created_at: float = field(default_factory=time.time)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": WIRE_VERSION, **{k: getattr(self, k) for k in _FIELD_TYPES}}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Message:
+        """Validate decoded data strictly; raise :class:`MalformedMessage` naming the problem."""
+        if not isinstance(data, dict):
+            raise MalformedMessage(f"expected a JSON object, got {type(data).__name__}")
+        if data.get("v") != WIRE_VERSION:
+            raise MalformedMessage(f"unsupported message version {data.get('v')!r}")
+        unknown = set(data) - _FIELD_TYPES.keys() - {"v"}
+        if unknown:
+            raise MalformedMessage(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+        for key, types in _FIELD_TYPES.items():
+            if key not in data:
+                if key in _REQUIRED:
+                    raise MalformedMessage(f"missing field {key!r}")
+                continue
+            value = data[key]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise MalformedMessage(f"field {key!r} has the wrong type {type(value).__name__}")
+        if not data["name"] or not data["id"]:
+            raise MalformedMessage("empty task name or id")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.get("headers", {}).items()):
+            raise MalformedMessage("headers must map strings to strings")
+        if data.get("attempt", 1) < 1:
+            raise MalformedMessage("attempt must be at least 1")
+        return cls(**{k: v for k, v in data.items() if k != "v"})
+
+
+_REQUIRED = {"id", "name", "args", "kwargs"}
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "name": (str,),
+    "args": (list,),
+    "kwargs": (dict,),
+    "queue": (str,),
+    "headers": (dict,),
+    "priority": (int,),
+    "attempt": (int,),
+    "eta": (int, float, type(None)),
+    "created_at": (int, float),
+    "history": (list,),
+}
+
+
+@dataclass(slots=True)
+class Record:
+    """What the storage keeps about one task; ``add_task`` and ``get`` return it."""
+
+    id: str
+    name: str
+    status: Status = Status.NEW
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    attempt: int = 1
+    returning: Any = None
+    traceback: str | None = None
+    reason: str | None = None
+    worker: str | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def uuid(self) -> uuid.UUID:
+        """The id as a :class:`uuid.UUID` (QTasks names it ``uuid``)."""
+        return uuid.UUID(self.id)
+
+    @property
+    def task_name(self) -> str:
+        return self.name
+
+    @property
+    def cancel_reason(self) -> str | None:
+        return self.reason if self.status == Status.CANCELLED else None
+
+    @classmethod
+    def from_message(cls, message: Message, status: Status = Status.NEW, **changes: Any) -> Record:
+        return cls(
+            id=message.id,
+            name=message.name,
+            status=status,
+            args=message.args,
+            kwargs=message.kwargs,
+            queue=message.queue,
+            priority=message.priority,
+            attempt=message.attempt,
+            created_at=message.created_at,
+            history=message.history,
+            **changes,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _RECORD_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        return cls(**{**data, "status": Status(data["status"])})
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(Record))

@@ -1,0 +1,483 @@
+"""The worker: fetch leased deliveries, run them, settle them. One asyncio implementation.
+
+Lease protocol (the same for every broker): a delivery is fetched with a short lease
+(``Config.lease``); while its task runs, the heartbeat loop renews the lease every
+``min(1 s, lease/4)``. If the worker dies, renewals stop and the broker hands the message to
+another worker within one lease. A task's record is saved before its delivery is acked, and a
+final record is never overwritten, so a redelivery after a crash sees the finished record and is
+acked without running again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from qtasks.app import QueueTasks, enter_all
+from qtasks.errors import MalformedMessage, TaskCancelError, TimeLimitExceeded
+from qtasks.log import get_logger
+from qtasks.messages import Message, Record, Status
+from qtasks.protocols import Delivery
+from qtasks.tasks import AsyncTask, SyncTask, TaskSpec
+
+T = TypeVar("T")
+
+
+class OutcomeKind(StrEnum):
+    SUCCESS = "success"  #: the function returned
+    FAILURE = "failure"  #: the function raised and will not be retried
+    RETRY = "retry"  #: the function raised; another attempt is scheduled
+    REJECTED = "rejected"  #: could not be run: unknown task, wrong or invalid arguments
+    CANCELLED = "cancelled"  #: cancelled before or while running
+    DEAD_LETTER = "dead_letter"  #: delivered too often without finishing (a poison message)
+    DUPLICATE = "duplicate"  #: a redelivery of a task that had already finished; not run again
+
+
+_STATUS = {
+    OutcomeKind.SUCCESS: Status.SUCCESS,
+    OutcomeKind.FAILURE: Status.ERROR,
+    OutcomeKind.RETRY: Status.RETRY,
+    OutcomeKind.REJECTED: Status.ERROR,
+    OutcomeKind.CANCELLED: Status.CANCELLED,
+    OutcomeKind.DEAD_LETTER: Status.DEAD,
+}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a run ended: ``value`` on success, ``exc`` and ``reason`` otherwise."""
+
+    kind: OutcomeKind
+    value: Any = None
+    exc: BaseException | None = None
+    reason: str | None = None
+    retry_in: float | None = None
+
+
+@dataclass(slots=True, eq=False)
+class TaskRun:
+    """One delivered message being handled by a worker; what execution hooks receive."""
+
+    message: Message
+    task: TaskSpec | None
+    delivery: Delivery
+    worker: Worker
+    args: list[Any]
+    kwargs: dict[str, Any]
+    stash: dict[Any, Any] = field(default_factory=dict)
+    outcome: Outcome | None = None
+    started_at: float = field(default_factory=time.time)
+    cancel_reason: str | None = None
+    calling: bool = False
+    handle: asyncio.Task[Any] | None = None
+
+    @property
+    def app(self) -> QueueTasks:
+        return self.worker.app
+
+
+class TaskContext:
+    """``self.ctx`` of an ``echo=True`` task: who am I, and what can I do about it."""
+
+    def __init__(self, run: TaskRun) -> None:
+        self._run = run
+        self.task_id = self.task_uuid = run.message.id
+        self.task_name = run.message.name
+        self.attempt = run.message.attempt
+        self.app = run.app
+        self.worker_id = run.worker.id
+
+    def get_config(self) -> Any:
+        return self._run.app.config
+
+    def get_logger(self, name: str | None = None) -> Any:
+        return get_logger(name or f"qtasks.task.{self._run.message.name}")
+
+    async def get_metadata(self) -> Record | None:
+        return await self._run.app.get(self._run.message.id)
+
+    def cancel(self, reason: str = "") -> NoReturn:
+        """End this task now with status ``cancelled`` (never retried)."""
+        raise TaskCancelError(reason)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the first frame outside qtasks and asyncio: the user's frames first."""
+    skip = (str(Path(__file__).parent), str(Path(asyncio.__file__).parent), threading.__file__)
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(skip):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def _traceback(outcome: Outcome) -> str | None:
+    """The user's traceback for a failed call; for a run that never got to the function, the
+    reason (where users look for it)."""
+    if outcome.kind in (OutcomeKind.REJECTED, OutcomeKind.DEAD_LETTER):
+        return outcome.reason
+    return user_traceback(outcome.exc) if outcome.exc is not None else None
+
+
+def _in_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
+    """Run ``fn`` in a new daemon thread with a copy of the current context.
+
+    Daemon threads, not a pool: a sync task that overruns its time limit is abandoned, and an
+    abandoned thread must never keep the process from exiting.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+    ctx = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            fut.set_result(value) if ok else fut.set_exception(value)
+
+    def target() -> None:
+        outcome: tuple[bool, Any]
+        try:
+            outcome = (True, ctx.run(fn))
+        except BaseException as exc:  # handed to the awaiting task
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=target, daemon=True, name="qtasks-sync-task").start()
+    return fut
+
+
+class Worker:
+    """Runs an app's tasks from its broker until :meth:`stop`.
+
+    :param queues: queues to consume (default: the queues of the app's tasks).
+    :param concurrency: tasks run at the same time (default ``Config.concurrency``).
+    :param lease: seconds a delivery is held without renewal (default ``Config.lease``).
+    :param grace: seconds to let running tasks finish on stop (default ``Config.grace``).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int | None = None,
+        lease: float | None = None,
+        grace: float | None = None,
+    ) -> None:
+        self.app: QueueTasks = app.core
+        config = self.app.config
+        self.queues = list(queues or self.app.queues())
+        self.concurrency = concurrency or config.concurrency
+        self.lease = lease or config.lease
+        self.grace = config.grace if grace is None else grace
+        self.id = f"{socket.gethostname()}:{os.getpid()}"
+        self.stash: dict[Any, Any] = {}
+        self.counts = dict.fromkeys(OutcomeKind, 0)
+        self.log = get_logger("qtasks.worker")
+        self._runs: dict[asyncio.Task[None], TaskRun | None] = {}
+        self._stopping = False
+        self._fetcher: asyncio.Future[list[Delivery]] | None = None
+        self._slot = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._stopped = asyncio.Event()
+        #: Set once the worker has started and is about to fetch.
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ life
+
+    async def run(self) -> None:
+        """Start the app if needed, process messages until :meth:`stop`, then drain."""
+        app = self.app
+        owns_app = app._stack is None
+        await app.start()
+        try:
+            async with AsyncExitStack() as stack:
+                await enter_all(stack, app.hook.qtasks_worker_lifespan(worker=self))
+                self.log.info(
+                    "worker.started",
+                    worker=self.id,
+                    queues=self.queues,
+                    concurrency=self.concurrency,
+                    broker=type(app.broker).__name__,
+                    storage=type(app.storage).__name__,
+                    plugins=sorted(app.plugins.origins),
+                )
+                clean = contextvars.copy_context()
+                self.ready.set()
+                beat = asyncio.create_task(self._internal("heartbeat", self._heartbeat), context=clean.copy())
+                try:
+                    await self._internal("fetch", lambda: self._fetch_loop(clean))
+                finally:
+                    await self._drain()
+                    beat.cancel()
+                    await asyncio.gather(beat, return_exceptions=True)
+                self.log.info("worker.stopped", worker=self.id, **{k.value: v for k, v in self.counts.items() if v})
+        finally:
+            if owns_app:
+                await app.stop()
+            self._stopped.set()
+
+    def stop(self) -> None:
+        """Stop fetching and drain: running tasks get ``grace`` seconds, then go back to the
+        broker. A second call returns them at once."""
+        if self._stopping:
+            self._hurry.set()
+        self._stopping = True
+        if self._fetcher is not None:
+            self._fetcher.cancel()
+        self._slot.set()
+
+    async def _internal(self, kind: str, loop: Callable[[], Awaitable[None]]) -> None:
+        async with AsyncExitStack() as stack:
+            await enter_all(stack, self.app.hook.qtasks_internal_context(kind=kind))
+            await loop()
+
+    async def _fetch_loop(self, clean: contextvars.Context) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            free = self.concurrency - len(self._runs)
+            if free <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            self._fetcher = asyncio.ensure_future(self.app.broker.fetch(self.queues, free, self.lease, 5.0))
+            try:
+                deliveries = await self._fetcher
+                backoff = 0.1
+            except asyncio.CancelledError:
+                if self._stopping:
+                    break
+                raise
+            except Exception as exc:  # broker down: keep trying, never crash
+                self.log.warning("broker.fetch_failed", error=f"{type(exc).__name__}: {exc}", retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            finally:
+                self._fetcher = None
+            for delivery in deliveries:
+                task = asyncio.create_task(self._handle(delivery), context=clean.copy())
+                self._runs[task] = None
+
+    async def _drain(self) -> None:
+        pending = {t for t in self._runs if not t.done()}
+        if pending:
+            self.log.info("worker.draining", running=len(pending), grace=self.grace)
+        deadline = time.monotonic() + self.grace
+        while pending and not self._hurry.is_set() and (left := deadline - time.monotonic()) > 0:
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait([*pending, hurry], timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            hurry.cancel()
+            pending = {t for t in pending if not t.done()}
+        for task in pending:
+            task.cancel()  # _handle returns the message to the broker
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+
+    async def _heartbeat(self) -> None:
+        interval = min(1.0, self.lease / 4)
+        storage = self.app.storage
+        while True:
+            await asyncio.sleep(interval)
+            now = time.time()
+            due = [r for r in self._runs.values() if r is not None and now - r.started_at >= interval]
+            if not due:
+                continue
+            renewed = await asyncio.gather(*(r.delivery.extend(self.lease) for r in due), return_exceptions=True)
+            for run, ok in zip(due, renewed, strict=True):
+                if ok is not True:
+                    self.log.warning("lease.lost", task_id=run.message.id, error=repr(ok) if ok is not False else None)
+            calling = [r for r in due if r.calling]
+            records = await asyncio.gather(*(storage.get(r.message.id) for r in calling), return_exceptions=True)
+            for run, record in zip(calling, records, strict=True):
+                cancelled = isinstance(record, Record) and record.status == Status.CANCELLED
+                if cancelled and run.calling and run.cancel_reason is None and run.handle is not None:
+                    run.cancel_reason = record.reason or "cancelled"  # type: ignore[union-attr]
+                    run.handle.cancel()
+
+    # ------------------------------------------------------------------ one delivery
+
+    async def _handle(self, delivery: Delivery) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        try:
+            try:
+                message = self.app.decode(delivery.body)
+            except MalformedMessage as exc:
+                self.log.warning("message.malformed", reason=str(exc))
+                await self._persist(delivery.dead_letter, f"malformed message: {exc}")
+                return
+            spec = self.app.lookup(message.name)
+            run = TaskRun(message, spec, delivery, self, list(message.args), dict(message.kwargs), handle=me)
+            self._runs[me] = run
+            await self._execute(run)
+        except asyncio.CancelledError:
+            me.uncancel()
+            await self._persist(delivery.nack, 0.0)  # stopping: give it back for another worker
+        except Exception:
+            self.log.exception("worker.internal_error")  # the lease lapses; it is delivered again
+        finally:
+            self._runs.pop(me, None)
+            self._slot.set()
+
+    async def _execute(self, run: TaskRun) -> None:
+        hook = self.app.hook
+        async with AsyncExitStack() as stack:
+            try:
+                await enter_all(stack, hook.qtasks_execution_context(run=run))
+                outcome = await self._run(run)
+            except Exception as exc:
+                outcome = Outcome(OutcomeKind.REJECTED, exc=exc, reason=f"{type(exc).__name__}: {exc}")
+            run.outcome = outcome
+            hook.qtasks_task_outcome(run=run, outcome=outcome)
+            await self._settle(run, outcome)
+            self.counts[outcome.kind] += 1
+            self.log.info(
+                "task.finished",
+                outcome=outcome.kind.value,
+                duration_s=round(time.time() - run.started_at, 6),
+                **({"reason": outcome.reason} if outcome.reason else {}),
+            )
+
+    async def _run(self, run: TaskRun) -> Outcome:
+        spec, message = run.task, run.message
+        if spec is None:
+            return Outcome(OutcomeKind.REJECTED, reason=f"unknown task {message.name!r}: no such task in this worker")
+        if run.delivery.count > self.app.config.max_deliveries:
+            reason = f"delivered {run.delivery.count} times without finishing (max_deliveries)"
+            return Outcome(OutcomeKind.DEAD_LETTER, reason=reason)
+        try:
+            inspect.signature(spec.func).bind(*([None] if spec.echo else []), *run.args, **run.kwargs)
+        except TypeError as exc:
+            return Outcome(OutcomeKind.REJECTED, exc=exc, reason=f"wrong arguments: {exc}")
+        running = Record.from_message(message, Status.RUNNING, worker=self.id, started_at=run.started_at)
+        if not await self._persist(self.app.storage.save, running, self.app.config.result_ttl):
+            stored = await self.app.storage.get(message.id)
+            if stored is not None and stored.status == Status.CANCELLED:
+                return Outcome(OutcomeKind.CANCELLED, reason=stored.reason)
+            return Outcome(OutcomeKind.DUPLICATE)
+        run.calling = True
+        try:
+            value = await self._call(run, spec)
+            return Outcome(OutcomeKind.SUCCESS, value=self._plain(spec, value))
+        except TaskCancelError as exc:
+            return Outcome(OutcomeKind.CANCELLED, reason=exc.reason or "cancelled")
+        except asyncio.CancelledError:
+            if run.cancel_reason is None:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return Outcome(OutcomeKind.CANCELLED, reason=run.cancel_reason)
+        except Exception as exc:
+            delay = self.app.hook.qtasks_retry_delay(run=run, exc=exc)
+            kind = OutcomeKind.RETRY if delay is not None and delay >= 0 else OutcomeKind.FAILURE
+            return Outcome(kind, exc=exc, reason=f"{type(exc).__name__}: {exc}", retry_in=delay)
+        finally:
+            run.calling = False
+
+    async def _call(self, run: TaskRun, spec: TaskSpec) -> Any:
+        args = run.args
+        if spec.echo:
+            handle = (AsyncTask if spec.kind.startswith("async") else SyncTask)(spec, self.app)
+            setattr(handle, "ctx", TaskContext(run))  # noqa: B010 - handles get a ctx only when echoed
+            args = [handle, *args]
+        func, kind, kwargs = spec.func, spec.kind, run.kwargs
+        if kind == "async":
+            work: Awaitable[Any] = func(*args, **kwargs)
+        elif kind == "asyncgen":
+            work = self._collect(spec, func(*args, **kwargs))
+        elif kind == "syncgen":
+            work = self._collect(spec, _in_thread(lambda: list(func(*args, **kwargs))))
+        else:
+            work = _in_thread(lambda: func(*args, **kwargs))
+        if spec.max_time is None:
+            return await work
+        limit = asyncio.timeout(spec.max_time)
+        try:
+            async with limit:
+                return await work
+        except TimeoutError:
+            if limit.expired():
+                raise TimeLimitExceeded(spec.name, spec.max_time) from None
+            raise
+
+    @staticmethod
+    async def _collect(spec: TaskSpec, values: Any) -> list[Any]:
+        items = [v async for v in values] if hasattr(values, "__aiter__") else await values
+        if spec.generate_handler is None:
+            return list(items)
+        out = []
+        for item in items:
+            result = spec.generate_handler(item)
+            out.append(await result if inspect.isawaitable(result) else result)
+        return out
+
+    def _plain(self, spec: TaskSpec, value: Any) -> Any:
+        """The result as the storage will keep it; a result that cannot be stored is an error."""
+        if spec.decode is not None:
+            value = spec.decode(value)
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        serializer = self.app.serializer
+        try:
+            return serializer.loads(serializer.dumps(value))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"result of task {spec.name!r} cannot be stored: {exc}") from exc
+
+    # ------------------------------------------------------------------ settling
+
+    async def _settle(self, run: TaskRun, outcome: Outcome) -> None:
+        delivery, message, kind = run.delivery, run.message, outcome.kind
+        if kind is OutcomeKind.DUPLICATE:
+            await self._persist(delivery.ack)
+            return
+        now = time.time()
+        record = Record.from_message(
+            message,
+            _STATUS[kind],
+            worker=self.id,
+            started_at=run.started_at,
+            updated_at=now,
+            finished_at=None if kind is OutcomeKind.RETRY else now,
+            reason=outcome.reason,
+            returning=outcome.value,
+            traceback=_traceback(outcome),
+        )
+        await self._persist(self.app.storage.save, record, self.app.config.result_ttl)
+        if kind is OutcomeKind.RETRY:
+            delay = outcome.retry_in or 0.0
+            again = replace(
+                message,
+                attempt=message.attempt + 1,
+                eta=now + delay,
+                history=[*message.history, {"attempt": message.attempt, "error": outcome.reason, "at": now}],
+            )
+            await self.app.publish(again, lambda body: self._persist(delivery.nack, delay, body))
+        elif kind in (OutcomeKind.SUCCESS, OutcomeKind.CANCELLED):
+            await self._persist(delivery.ack)
+        else:
+            await self._persist(delivery.dead_letter, outcome.reason or kind.value)
+
+    async def _persist(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Call a broker or storage operation, retrying with backoff while the backend is down."""
+        delay, deadline = 0.05, time.monotonic() + max(30.0, self.lease * 3)
+        while True:
+            try:
+                return await op(*args)
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise
+                self.log.warning("backend.retrying", op=getattr(op, "__qualname__", repr(op)), error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)

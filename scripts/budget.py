@@ -1,0 +1,44 @@
+"""`make budget`: qtasks-core stays small enough to read.
+
+Counts non-blank, non-comment lines (docstrings count). The kernel is what a reader must hold in
+mind to understand a task's life; everything else (built-in components and plugins, the CLI,
+the testing kit) sits beside it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "packages" / "qtasks-core" / "src" / "qtasks"
+KERNEL = ["hookspecs", "plugins", "registry", "messages", "protocols", "config", "errors", "tasks", "app", "worker"]
+KERNEL_CAP = 1_700  # "about 1,500": one sitting
+TOTAL_CAP = 3_700  # "around 3,500"
+MODULE_CAP = 450
+
+
+def lines(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines() if not re.match(r"^\s*(#|$)", line))
+
+
+def main() -> int:
+    sizes = {p.relative_to(SRC).as_posix(): lines(p) for p in sorted(SRC.rglob("*.py"))}
+    kernel = sum(sizes[f"{name}.py"] for name in KERNEL)
+    total = sum(sizes.values())
+    failures = [f"{name}: {n} lines > {MODULE_CAP}" for name, n in sizes.items() if n > MODULE_CAP]
+    if kernel > KERNEL_CAP:
+        failures.append(f"kernel: {kernel} lines > {KERNEL_CAP}")
+    if total > TOTAL_CAP:
+        failures.append(f"qtasks-core: {total} lines > {TOTAL_CAP}")
+    width = max(map(len, sizes))
+    for name, n in sizes.items():
+        print(f"  {name:<{width}} {n:>5}{'  (kernel)' if name[:-3] in KERNEL else ''}")
+    print(f"kernel {kernel} / {KERNEL_CAP}, qtasks-core {total} / {TOTAL_CAP} (non-blank, non-comment lines)")
+    for failure in failures:
+        print(f"OVER BUDGET: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Choosing components by name, URL and environment; configuration errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from qtasks.asyncio import QueueTasks
+from qtasks.builtin.memory import MemoryBroker, MemoryStorage
+from qtasks.builtin.sqlite import SqliteBroker, SqliteStorage
+from qtasks.config import Config
+from qtasks.errors import ConfigError, UnknownComponentError
+
+
+def started(app: QueueTasks) -> QueueTasks:
+    asyncio.run(app.start())
+    return app
+
+
+def test_default_is_sqlite_in_the_working_directory(tmp_path: Path) -> None:
+    app = started(QueueTasks())
+    assert isinstance(app.broker, SqliteBroker) and isinstance(app.storage, SqliteStorage)
+    assert (tmp_path / "qtasks.db").exists()
+
+
+def test_components_by_name() -> None:
+    app = started(QueueTasks(broker="memory", storage="memory"))
+    assert isinstance(app.broker, MemoryBroker) and isinstance(app.storage, MemoryStorage)
+
+
+def test_components_by_url_scheme(tmp_path: Path) -> None:
+    app = started(QueueTasks(broker="sqlite:///sub/dir/app.db"))
+    assert isinstance(app.broker, SqliteBroker)
+    assert isinstance(app.storage, SqliteStorage), "the storage follows the broker's URL"
+    assert (tmp_path / "sub" / "dir" / "app.db").exists()
+    absolute = tmp_path / "abs.db"
+    started(QueueTasks(broker=f"sqlite:///{absolute}", storage="memory"))
+    assert absolute.exists()
+
+
+def test_component_instances_are_used_as_given() -> None:
+    broker = MemoryBroker()
+    app = started(QueueTasks(broker=broker, storage="memory"))
+    assert app.broker is broker
+
+
+def test_environment_configures_an_app_given_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("QTASKS_BROKER", "memory")
+    monkeypatch.setenv("QTASKS_STORAGE", f"sqlite:///{tmp_path / 'results.db'}")
+    monkeypatch.setenv("QTASKS_MAX_TASKS_PROCESS", "4")  # QTasks' name for the concurrency
+    app = started(QueueTasks())
+    assert isinstance(app.broker, MemoryBroker) and isinstance(app.storage, SqliteStorage)
+    assert app.config.concurrency == 4
+    explicit = started(QueueTasks(broker="sqlite", storage="memory", concurrency=7))
+    assert isinstance(explicit.broker, SqliteBroker) and explicit.config.concurrency == 7
+
+
+def test_env_values_are_cast_and_checked() -> None:
+    config = Config.from_env({"QTASKS_LEASE": "2.5", "QTASKS_AUTOLOAD_PLUGINS": "no", "QTASKS_DISABLE_PLUGINS": "a, b"})
+    assert (config.lease, config.autoload_plugins, config.disable_plugins) == (2.5, False, ("a", "b"))
+    with pytest.raises(ConfigError, match="QTASKS_CONCURRENCY='many'"):
+        Config.from_env({"QTASKS_CONCURRENCY": "many"})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        QueueTasks(concurency=3)
+
+
+def test_unregistered_scheme_names_the_package_and_hides_the_password() -> None:
+    app = QueueTasks(broker="redis://user:s3cret@localhost:6379/0", storage="memory")
+    with pytest.raises(UnknownComponentError) as err:
+        started(app)
+    message = str(err.value)
+    assert "pip install qtasks-redis" in message
+    assert "s3cret" not in message and "redis://user:***@localhost:6379/0" in message
+    for url, package in [("kafka://h:9092", "qtasks-kafka"), ("postgresql://h/db", "qtasks-postgres")]:
+        with pytest.raises(UnknownComponentError, match=f"pip install {package}"):
+            started(QueueTasks(broker=url, storage="memory"))
+
+
+def test_unknown_name_suggests_the_closest() -> None:
+    with pytest.raises(UnknownComponentError, match="Did you mean 'sqlite'"):
+        started(QueueTasks(broker="sqlit"))
+
+
+def test_bad_sqlite_url_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="bad sqlite URL"):
+        started(QueueTasks(broker="sqlite://", storage="memory"))

@@ -1,0 +1,295 @@
+"""Worker behaviour on the memory components: kinds of functions, limits, leases, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+from qtasks.asyncio import QueueTasks
+from qtasks.messages import Message
+from qtasks.protocols import Envelope
+from qtasks.testing import running_worker
+from qtasks.worker import Worker
+
+
+@pytest.fixture
+def app() -> QueueTasks:
+    return QueueTasks(broker="memory", storage="memory")
+
+
+async def test_generators_collect_yields_through_the_handler(app: QueueTasks) -> None:
+    @app.task(generate_handler=lambda v: v + 1)
+    async def counter(n: int) -> Any:
+        for i in range(n + 1, 2 * n + 1):
+            yield i
+
+    @app.task
+    def sync_gen(n: int) -> Any:
+        yield from (i * 10 for i in range(n))
+
+    async def add_one(v: int) -> int:
+        return v + 1
+
+    @app.task(generate_handler=add_one)
+    def sync_gen_async_handler(n: int) -> Any:
+        yield from range(n)
+
+    async with running_worker(app):
+        assert (await counter.add_task(5, timeout=5)).returning == [7, 8, 9, 10, 11]
+        assert (await sync_gen.add_task(3, timeout=5)).returning == [0, 10, 20]
+        assert (await sync_gen_async_handler.add_task(2, timeout=5)).returning == [1, 2]
+
+
+async def test_echo_task_gets_its_context(app: QueueTasks) -> None:
+    app.config.extra["greeting"] = "hi"
+
+    @app.task(echo=True)
+    async def introspect(self: Any, x: int) -> dict[str, Any]:
+        self.ctx.get_logger().info("inside")
+        return {
+            "id": self.ctx.task_id,
+            "name": self.ctx.task_name,
+            "attempt": self.ctx.attempt,
+            "greeting": self.ctx.get_config().extra["greeting"],
+            "x": x,
+            "status": (await self.ctx.get_metadata()).status,
+        }
+
+    @app.task(echo=True)
+    def refuse(self: Any, why: str) -> None:
+        self.ctx.cancel(why)
+
+    async with running_worker(app):
+        record = await introspect.add_task(4, timeout=5)
+        assert record.returning == {
+            "id": record.id,
+            "name": "introspect",
+            "attempt": 1,
+            "greeting": "hi",
+            "x": 4,
+            "status": "running",
+        }
+        cancelled = await refuse.add_task("no thanks", timeout=5)
+        assert (cancelled.status, cancelled.reason, cancelled.cancel_reason) == ("cancelled", "no thanks", "no thanks")
+        assert cancelled.args == ["no thanks"], "arguments stay in the record"
+
+
+async def test_concurrency_limit_is_respected(app: QueueTasks) -> None:
+    running, peak = 0, 0
+
+    @app.task
+    async def hold() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.1)
+        running -= 1
+
+    async with running_worker(app, concurrency=4):
+        records = [await hold.add_task() for _ in range(12)]
+        for record in records:
+            await app.wait(record.id, 10)
+    assert peak == 4
+
+
+async def test_sync_task_does_not_stall_async_tasks(app: QueueTasks) -> None:
+    release = threading.Event()
+
+    @app.task
+    def blocking() -> str:
+        release.wait(10)
+        return "blocked"
+
+    @app.task
+    async def quick() -> str:
+        return "quick"
+
+    async with running_worker(app):
+        slow = await blocking.add_task()
+        assert (await quick.add_task(timeout=3)).returning == "quick"
+        assert (await app.get(slow.id)).status == "running"  # type: ignore[union-attr]
+        release.set()
+        assert (await app.wait(slow.id, 5)).returning == "blocked"
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_time_limit_ends_the_task_with_an_error(app: QueueTasks, kind: str) -> None:
+    if kind == "async":
+
+        @app.task(name="limited", max_time=0.3)
+        async def limited() -> None:
+            await asyncio.sleep(5)
+    else:
+
+        @app.task(name="limited", max_time=0.3)
+        def limited() -> None:
+            time.sleep(2)
+
+    async with running_worker(app):
+        start = time.monotonic()
+        record = await app.add_task("limited", timeout=5)
+        assert record.status == "error"
+        assert "time limit exceeded: task 'limited' ran longer than 0.3 s" in record.traceback
+        assert time.monotonic() - start < 1.5
+
+
+async def test_lease_is_renewed_while_the_task_runs(app: QueueTasks) -> None:
+    runs = 0
+
+    @app.task
+    async def long() -> str:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(1.5)
+        return "ok"
+
+    async with running_worker(app, lease=0.4):
+        record = await long.add_task()
+        await asyncio.sleep(0.9)  # two leases later, the message must still be held
+        assert await app.broker.fetch(["default"], 1, 5.0, 0.1) == []
+        assert (await app.wait(record.id, 5)).returning == "ok"
+    assert runs == 1
+
+
+async def test_unknown_task_ends_as_an_error_record_and_dead_letter(app: QueueTasks) -> None:
+    @app.task
+    async def known() -> str:
+        return "fine"
+
+    await app.start()
+    message = Message(name="nobody_knows_me")
+    await app.storage.save(__import__("qtasks").Record.from_message(message), 60)
+    await app.broker.publish(Envelope(message.id, "default", app.encode(message)))
+    async with running_worker(app):
+        record = await app.wait(message.id, 5)
+        assert record.status == "error" and "unknown task 'nobody_knows_me'" in record.traceback
+        assert (await known.add_task(timeout=5)).returning == "fine", "the worker goes on"
+    (dead,) = await app.dead_letters()
+    assert "unknown task 'nobody_knows_me'" in dead.reason and app.decode(dead.body).id == message.id
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\x00\xffnot json", "cannot decode"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"v": 1, "id": "x", "name": "t", "args": "nope", "kwargs": {}}', "field 'args' has the wrong type"),
+        (b'{"v": 1, "id": "x", "name": "t", "args": [], "kwargs": {}, "color": "red"}', "unknown field(s): color"),
+        (b'{"v": 99}', "unsupported message version 99"),
+    ],
+)
+async def test_malformed_message_is_dead_lettered_and_the_worker_goes_on(
+    app: QueueTasks, body: bytes, reason: str
+) -> None:
+    @app.task
+    async def fine() -> int:
+        return 1
+
+    await app.start()
+    await app.broker.publish(Envelope("raw", "default", body))
+    async with running_worker(app):
+        assert (await fine.add_task(timeout=5)).returning == 1
+        for _ in range(50):
+            if dead := await app.dead_letters():
+                break
+            await asyncio.sleep(0.05)
+    assert dead[0].body == body and reason in dead[0].reason
+
+
+async def test_wrong_arguments_are_rejected_once_not_retried(app: QueueTasks) -> None:
+    calls = 0
+
+    @app.task(retry=3)
+    async def two(a: int, b: int) -> int:
+        nonlocal calls
+        calls += 1
+        return a + b
+
+    async with running_worker(app):
+        record = await two.add_task(1, timeout=5)
+    assert record.status == "error" and record.attempt == 1
+    assert record.traceback == "wrong arguments: missing a required argument: 'b'"
+    assert calls == 0
+
+
+async def test_redelivery_of_a_finished_task_is_acked_not_rerun(app: QueueTasks) -> None:
+    calls = 0
+
+    @app.task
+    async def once() -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    async with running_worker(app) as worker:
+        record = await once.add_task(timeout=5)
+        message = Message(name="once", id=record.id)  # as if the ack had been lost in a crash
+        await app.broker.publish(Envelope(message.id, "default", app.encode(message)))
+        for _ in range(100):
+            if worker.counts["duplicate"]:
+                break
+            await asyncio.sleep(0.02)
+    assert calls == 1 and worker.counts["duplicate"] == 1
+    assert await app.broker.depth("default") == 0
+
+
+async def test_a_message_delivered_too_often_is_dead(app: QueueTasks) -> None:
+    app.config.max_deliveries = 2
+
+    @app.task
+    async def crashy() -> None: ...
+
+    await app.start()
+    record = await crashy.add_task()
+    for _ in range(2):  # two workers died holding it
+        (d,) = await app.broker.fetch(["default"], 1, 0.05, 1.0)
+        await asyncio.sleep(0.1)
+    async with running_worker(app):
+        final = await app.wait(record.id, 5)
+    assert final.status == "dead" and "delivered 3 times without finishing" in final.reason
+    assert "max_deliveries" in (await app.dead_letters())[0].reason
+    del d
+
+
+async def test_graceful_stop_finishes_running_tasks(app: QueueTasks) -> None:
+    @app.task
+    async def work() -> str:
+        await asyncio.sleep(0.5)
+        return "finished"
+
+    await app.start()  # the app outlives the worker, so the memory storage can be read after
+    worker = Worker(app, grace=5)
+    job = asyncio.create_task(worker.run())
+    await worker.ready.wait()
+    record = await work.add_task()
+    await asyncio.sleep(0.2)
+    worker.stop()
+    await job
+    assert (await app.get(record.id)).returning == "finished"  # type: ignore[union-attr]
+
+
+async def test_stop_past_grace_returns_the_task_to_the_broker(app: QueueTasks) -> None:
+    runs = 0
+
+    @app.task
+    async def stubborn() -> str:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.5 if runs > 1 else 30)
+        return "second time"
+
+    await app.start()
+    first = Worker(app, grace=0.2)
+    job = asyncio.create_task(first.run())
+    await first.ready.wait()
+    record = await stubborn.add_task()
+    await asyncio.sleep(0.2)
+    first.stop()
+    await job
+    assert await app.broker.depth("default") == 1, "returned, not lost"
+    async with running_worker(app):
+        assert (await app.wait(record.id, 5)).returning == "second time"
+    assert runs == 2

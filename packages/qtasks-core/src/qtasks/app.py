@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextlib import AsyncExitStack
@@ -191,7 +190,8 @@ class QueueTasks:
         if not isinstance(wanted, str):
             return wanted
         encode = self._encode_value if slot == "serializer" else None
-        return self.plugins.registry.create(slot, wanted, self.config, serializer or encode)
+        broker = self.broker if slot == "storage" else None
+        return self.plugins.registry.create(slot, wanted, self.config, serializer or encode, broker)
 
     def _default_storage(self) -> str:
         broker = self._wanted["broker"]
@@ -237,7 +237,7 @@ class QueueTasks:
 
     def _explain(self, message: Message, exc: Exception) -> str:
         spec = self.lookup(message.name)
-        names = list(inspect.signature(spec.func).parameters)[int(spec.echo) :] if spec else []
+        names = list(spec.signature.parameters)[int(spec.echo) :] if spec else []
         values = [(names[i] if i < len(names) else f"#{i}", v) for i, v in enumerate(message.args)]
         for label, value in [*values, *message.kwargs.items(), *message.headers.items()]:
             try:

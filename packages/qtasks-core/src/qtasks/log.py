@@ -19,7 +19,7 @@ import structlog
 def get_logger(name: str) -> Any:
     """A structlog logger named ``name``; decided at call time, never at import."""
     if structlog.is_configured():
-        return structlog.get_logger(name)
+        return structlog.get_logger(name).bind()
     return structlog.wrap_logger(
         logging.getLogger(name),
         wrapper_class=structlog.stdlib.BoundLogger,
@@ -29,7 +29,12 @@ def get_logger(name: str) -> Any:
             structlog.processors.format_exc_info,
             structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True),
         ],
-    )
+    ).bind()
+
+
+def debug_enabled(name: str) -> bool:
+    """Whether a debug event of logger ``name`` would be emitted (cheap; for hot paths)."""
+    return structlog.is_configured() or logging.getLogger(name).isEnabledFor(logging.DEBUG)
 
 
 def configure_for_cli(fmt: str = "auto", level: str = "INFO") -> None:

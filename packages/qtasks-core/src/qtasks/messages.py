@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -60,33 +60,45 @@ class Message:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"v": WIRE_VERSION, **{k: getattr(self, k) for k in _FIELD_TYPES}}
+        return {
+            "v": WIRE_VERSION,
+            "id": self.id,
+            "name": self.name,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "queue": self.queue,
+            "headers": self.headers,
+            "priority": self.priority,
+            "attempt": self.attempt,
+            "eta": self.eta,
+            "created_at": self.created_at,
+            "history": self.history,
+        }
 
     @classmethod
     def from_wire(cls, data: Any) -> Message:
         """Validate decoded data strictly; raise :class:`MalformedMessage` naming the problem."""
-        if not isinstance(data, dict):
+        if type(data) is not dict:
             raise MalformedMessage(f"expected a JSON object, got {type(data).__name__}")
-        if data.get("v") != WIRE_VERSION:
-            raise MalformedMessage(f"unsupported message version {data.get('v')!r}")
-        unknown = set(data) - _FIELD_TYPES.keys() - {"v"}
-        if unknown:
-            raise MalformedMessage(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
-        for key, types in _FIELD_TYPES.items():
-            if key not in data:
-                if key in _REQUIRED:
-                    raise MalformedMessage(f"missing field {key!r}")
-                continue
-            value = data[key]
-            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        if (version := data.pop("v", None)) != WIRE_VERSION:
+            raise MalformedMessage(f"unsupported message version {version!r}")
+        for key, value in data.items():
+            types = _FIELD_TYPES.get(key)
+            if types is None:
+                unknown = sorted(set(data) - _FIELD_TYPES.keys())
+                raise MalformedMessage(f"unknown field(s): {', '.join(unknown)}")
+            if type(value) not in types:  # exact: JSON gives no subclasses, and bool is no int here
                 raise MalformedMessage(f"field {key!r} has the wrong type {type(value).__name__}")
+        if missing := _REQUIRED - data.keys():
+            raise MalformedMessage(f"missing field(s): {', '.join(sorted(missing))}")
         if not data["name"] or not data["id"]:
             raise MalformedMessage("empty task name or id")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.get("headers", {}).items()):
+        headers = data.get("headers")
+        if headers and not all(type(k) is str and type(v) is str for k, v in headers.items()):
             raise MalformedMessage("headers must map strings to strings")
         if data.get("attempt", 1) < 1:
             raise MalformedMessage("attempt must be at least 1")
-        return cls(**{k: v for k, v in data.items() if k != "v"})
+        return cls(**data)
 
 
 _REQUIRED = {"id", "name", "args", "kwargs"}
@@ -99,8 +111,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "headers": (dict,),
     "priority": (int,),
     "attempt": (int,),
-    "eta": (int, float, type(None)),
-    "created_at": (int, float),
+    "eta": (float, int, type(None)),
+    "created_at": (float, int),
     "history": (list,),
 }
 
@@ -157,11 +169,26 @@ class Record:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _RECORD_FIELDS}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "queue": self.queue,
+            "priority": self.priority,
+            "attempt": self.attempt,
+            "returning": self.returning,
+            "traceback": self.traceback,
+            "reason": self.reason,
+            "worker": self.worker,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "history": self.history,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
         return cls(**{**data, "status": Status(data["status"])})
-
-
-_RECORD_FIELDS = tuple(f.name for f in fields(Record))

@@ -24,11 +24,13 @@ INSTALL_HINTS = {
 
 @dataclass(frozen=True, slots=True)
 class ComponentRequest:
-    """What a factory gets: the URL (None when chosen by name), the config, the serializer."""
+    """What a factory gets: the URL (None when chosen by name), the config, the serializer, and
+    for a storage the app's broker (a backend providing both may share its client with it)."""
 
     url: str | None
     config: Config
     serializer: Any = None
+    broker: Any = None
 
 
 Factory = Callable[[ComponentRequest], Any]
@@ -104,6 +106,6 @@ class Registry:
             raise UnknownComponentError(slot, shown, [f"{s}://" for (sl, s) in self.schemes if sl == slot], hint)
         raise UnknownComponentError(slot, shown, self.names(slot), hint)
 
-    def create(self, slot: str, spec: str, config: Config, serializer: Any = None) -> Any:
+    def create(self, slot: str, spec: str, config: Config, serializer: Any = None, broker: Any = None) -> Any:
         entry, url = self.lookup(slot, spec)
-        return entry.factory(ComponentRequest(url, config, serializer))
+        return entry.factory(ComponentRequest(url, config, serializer, broker))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 if TYPE_CHECKING:
@@ -37,15 +37,17 @@ class TaskSpec:
     generate_handler: Callable[[Any], Any] | None = None
     decode: Callable[[Any], Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: ``async``, ``sync``, ``asyncgen`` or ``syncgen`` (derived from ``func``).
+    kind: str = field(init=False, compare=False)
+    signature: inspect.Signature = field(init=False, compare=False, repr=False)
 
-    @property
-    def kind(self) -> str:
-        """``async``, ``sync``, ``asyncgen`` or ``syncgen``."""
-        if inspect.isasyncgenfunction(self.func):
-            return "asyncgen"
-        if inspect.isgeneratorfunction(self.func):
-            return "syncgen"
-        return "async" if inspect.iscoroutinefunction(self.func) else "sync"
+    def __post_init__(self) -> None:
+        func = self.func
+        kind = (
+            "asyncgen" if inspect.isasyncgenfunction(func) else "syncgen" if inspect.isgeneratorfunction(func) else None
+        )
+        object.__setattr__(self, "kind", kind or ("async" if inspect.iscoroutinefunction(func) else "sync"))
+        object.__setattr__(self, "signature", inspect.signature(func))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -59,7 +61,7 @@ class TaskSpec:
             "retry_on_exc": [e.__name__ for e in self.retry_on_exc],
             "tags": list(self.tags),
             "description": self.description,
-            "signature": str(inspect.signature(self.func)),
+            "signature": str(self.signature),
         }
 
 
@@ -69,7 +71,7 @@ def make_spec(func: Callable[..., Any], name: str | None = None, **options: Any)
         if key in options:
             options[key] = tuple(options[key])
     extra = options.pop("extra", {})
-    known = set(TaskSpec.__dataclass_fields__)
+    known = {f.name for f in fields(TaskSpec) if f.init}
     extra = {**extra, **{k: options.pop(k) for k in list(options) if k not in known}}
     description = options.pop("description", None) or inspect.getdoc(func)
     return TaskSpec(name=name or func.__name__, func=func, description=description, extra=extra, **options)

@@ -28,7 +28,7 @@ from typing import Any, NoReturn, TypeVar
 
 from qtasks.app import QueueTasks, enter_all
 from qtasks.errors import MalformedMessage, TaskCancelError, TimeLimitExceeded
-from qtasks.log import get_logger
+from qtasks.log import debug_enabled, get_logger
 from qtasks.messages import Message, Record, Status
 from qtasks.protocols import Delivery
 from qtasks.tasks import AsyncTask, SyncTask, TaskSpec
@@ -54,6 +54,10 @@ _STATUS = {
     OutcomeKind.CANCELLED: Status.CANCELLED,
     OutcomeKind.DEAD_LETTER: Status.DEAD,
 }
+
+
+#: Outcomes logged at debug level: a busy worker does not write a line per successful task.
+_QUIET = {OutcomeKind.SUCCESS, OutcomeKind.RETRY, OutcomeKind.CANCELLED, OutcomeKind.DUPLICATE}
 
 
 @dataclass(slots=True)
@@ -186,7 +190,8 @@ class Worker:
         self.stash: dict[Any, Any] = {}
         self.counts = dict.fromkeys(OutcomeKind, 0)
         self.log = get_logger("qtasks.worker")
-        self._runs: dict[asyncio.Task[None], TaskRun | None] = {}
+        self._runs: dict[asyncio.Task[None], TaskRun | None] = {}  # every delivery held
+        self._calling = 0  # deliveries not yet past their call: what `concurrency` limits
         self._stopping = False
         self._fetcher: asyncio.Future[list[Delivery]] | None = None
         self._slot = asyncio.Event()
@@ -247,7 +252,9 @@ class Worker:
     async def _fetch_loop(self, clean: contextvars.Context) -> None:
         backoff = 0.1
         while not self._stopping:
-            free = self.concurrency - len(self._runs)
+            # A run frees its slot when its call ends; storing its record and acking it overlap
+            # with the next fetch. Held deliveries stay bounded at twice the concurrency.
+            free = min(self.concurrency - self._calling, 2 * self.concurrency - len(self._runs))
             if free <= 0:
                 self._slot.clear()
                 await self._slot.wait()
@@ -270,6 +277,7 @@ class Worker:
             for delivery in deliveries:
                 task = asyncio.create_task(self._handle(delivery), context=clean.copy())
                 self._runs[task] = None
+                self._calling += 1
 
     async def _drain(self) -> None:
         pending = {t for t in self._runs if not t.done()}
@@ -312,6 +320,7 @@ class Worker:
     async def _handle(self, delivery: Delivery) -> None:
         me = asyncio.current_task()
         assert me is not None
+        calling = True
         try:
             try:
                 message = self.app.decode(delivery.body)
@@ -322,7 +331,13 @@ class Worker:
             spec = self.app.lookup(message.name)
             run = TaskRun(message, spec, delivery, self, list(message.args), dict(message.kwargs), handle=me)
             self._runs[me] = run
-            await self._execute(run)
+
+            def called() -> None:
+                nonlocal calling
+                calling, self._calling = False, self._calling - 1
+                self._slot.set()
+
+            await self._execute(run, called)
         except asyncio.CancelledError:
             me.uncancel()
             await self._persist(delivery.nack, 0.0)  # stopping: give it back for another worker
@@ -330,9 +345,11 @@ class Worker:
             self.log.exception("worker.internal_error")  # the lease lapses; it is delivered again
         finally:
             self._runs.pop(me, None)
+            if calling:
+                self._calling -= 1
             self._slot.set()
 
-    async def _execute(self, run: TaskRun) -> None:
+    async def _execute(self, run: TaskRun, called: Callable[[], None]) -> None:
         hook = self.app.hook
         async with AsyncExitStack() as stack:
             try:
@@ -340,16 +357,19 @@ class Worker:
                 outcome = await self._run(run)
             except Exception as exc:
                 outcome = Outcome(OutcomeKind.REJECTED, exc=exc, reason=f"{type(exc).__name__}: {exc}")
+            called()
             run.outcome = outcome
             hook.qtasks_task_outcome(run=run, outcome=outcome)
             await self._settle(run, outcome)
             self.counts[outcome.kind] += 1
-            self.log.info(
-                "task.finished",
-                outcome=outcome.kind.value,
-                duration_s=round(time.time() - run.started_at, 6),
-                **({"reason": outcome.reason} if outcome.reason else {}),
-            )
+            quiet = outcome.kind in _QUIET
+            if not quiet or debug_enabled("qtasks.worker"):
+                (self.log.debug if quiet else self.log.warning)(
+                    "task.finished",
+                    outcome=outcome.kind.value,
+                    duration_s=round(time.time() - run.started_at, 6),
+                    **({"reason": outcome.reason} if outcome.reason else {}),
+                )
 
     async def _run(self, run: TaskRun) -> Outcome:
         spec, message = run.task, run.message
@@ -359,7 +379,7 @@ class Worker:
             reason = f"delivered {run.delivery.count} times without finishing (max_deliveries)"
             return Outcome(OutcomeKind.DEAD_LETTER, reason=reason)
         try:
-            inspect.signature(spec.func).bind(*([None] if spec.echo else []), *run.args, **run.kwargs)
+            spec.signature.bind(*([None] if spec.echo else []), *run.args, **run.kwargs)
         except TypeError as exc:
             return Outcome(OutcomeKind.REJECTED, exc=exc, reason=f"wrong arguments: {exc}")
         running = Record.from_message(message, Status.RUNNING, worker=self.id, started_at=run.started_at)

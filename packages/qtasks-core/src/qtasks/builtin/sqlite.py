@@ -54,6 +54,12 @@ CLAIM = (
     "ORDER BY priority, seq LIMIT ?) RETURNING seq, priority, body, count"
 )
 ACK = "DELETE FROM qtasks_queue WHERE seq = ? AND token = ?"
+NACK = "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body) WHERE seq = ? AND token = ?"
+EXTEND = "UPDATE qtasks_queue SET visible_at = ? WHERE seq = ? AND token = ?"
+BURY = (
+    "INSERT INTO qtasks_dead (queue, body, reason, died_at, expires_at) "
+    "SELECT queue, body, ?, ?, ? FROM qtasks_queue WHERE seq = ? AND token = ?"
+)
 SAVE = (
     "INSERT INTO qtasks_records (id, status, data, expires_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data, "
@@ -65,35 +71,81 @@ SWEEP = "DELETE FROM qtasks_records WHERE id IN (SELECT id FROM qtasks_records W
 
 
 class Database:
-    """One connection, used from one thread; ``await db.run(fn, ...)`` calls ``fn(conn, ...)``."""
+    """One connection per file and app, used from one thread, so the event loop never blocks.
+
+    ``run(fn, ...)`` reads. ``write(fn, ...)`` is group-committed: every write submitted while a
+    transaction is running goes into the next one, so concurrent tasks share commits.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="qtasks-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._writes: Coalescer[tuple[Callable[..., Any], tuple[Any, ...]], Any] = Coalescer(self._commit)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            directory = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(directory, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            # timeout=0: SQLite's own busy handler sleeps 1 ms and more; ``transaction`` spins
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+            transaction(conn, lambda c: c.execute("PRAGMA journal_mode=WAL"), begin=False)
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA)
+            transaction(conn, lambda c: c.executescript(SCHEMA), begin=False)
             self._conn = conn
         return self._conn
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(self._connection(), *args))
 
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        result = await self._writes.submit((fn, args))
+        if isinstance(result, _Failed):
+            raise result.error
+        return result  # type: ignore[no-any-return]
+
+    async def _commit(self, items: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            return [fn(conn, *args) for fn, args in items]
+
+        try:
+            return await self.run(lambda conn: transaction(conn, work))
+        except sqlite3.Error:  # one bad write must not fail the others: retry them one by one
+            return [await self.run(_alone, fn, args) for fn, args in items]
+
     async def close(self) -> None:
         if self._conn is not None:
             await self.run(lambda conn: conn.close())
             self._conn = None
+        self._pool.shutdown(wait=False)
 
 
-def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+class _Failed:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _alone(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        return transaction(conn, lambda c: fn(c, *args))
+    except sqlite3.Error as exc:
+        return _Failed(exc)
+
+
+def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: bool = True) -> T:
+    """Run ``work`` in a write transaction, waiting for another process's write lock by spinning
+    briefly (50 µs, growing to 2 ms) rather than SQLite's millisecond sleeps; up to 30 s."""
+    pause, deadline = 50e-6, time.monotonic() + 30
+    while True:
+        try:
+            if not begin:
+                return work(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
     try:
         result = work(conn)
     except BaseException:
@@ -176,32 +228,27 @@ class SqliteDelivery:
         self._broker, self._seq, self._token, self.body, self.count = broker, seq, token, body, count
 
     async def ack(self) -> None:
-        await self._broker._acks.submit((self._seq, self._token))
+        await self._broker._db.write(_execute, ACK, (self._seq, self._token))
 
     async def nack(self, delay: float = 0.0, body: bytes | None = None) -> None:
-        sql = (
-            "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body) WHERE seq = ? AND token = ?"
-        )
-        await self._broker._db.run(lambda c: c.execute(sql, (time.time() + delay, body, self._seq, self._token)))
+        args = (time.time() + delay, body, self._seq, self._token)
+        await self._broker._db.write(_execute, NACK, args)
         self._broker._notify()
 
     async def extend(self, lease: float) -> bool:
-        sql = "UPDATE qtasks_queue SET visible_at = ? WHERE seq = ? AND token = ?"
-        cur = await self._broker._db.run(lambda c: c.execute(sql, (time.time() + lease, self._seq, self._token)))
+        cur = await self._broker._db.write(_execute, EXTEND, (time.time() + lease, self._seq, self._token))
         return bool(cur.rowcount == 1)
 
     async def dead_letter(self, reason: str) -> None:
-        now, ttl = time.time(), self._broker._dead_ttl
+        now = time.time()
+        await self._broker._db.write(
+            _execute, BURY, (reason, now, now + self._broker._dead_ttl, self._seq, self._token)
+        )
+        await self._broker._db.write(_execute, ACK, (self._seq, self._token))
 
-        def work(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO qtasks_dead (queue, body, reason, died_at, expires_at) "
-                "SELECT queue, body, ?, ?, ? FROM qtasks_queue WHERE seq = ? AND token = ?",
-                (reason, now, now + ttl, self._seq, self._token),
-            )
-            conn.execute(ACK, (self._seq, self._token))
 
-        await self._broker._db.run(transaction, work)
+def _execute(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+    return conn.execute(sql, args)
 
 
 class SqliteBroker:
@@ -209,9 +256,8 @@ class SqliteBroker:
 
     def __init__(self, path: str, dead_letter_ttl: float) -> None:
         self._db, self._wake, self._dead_ttl = Database(path), Wakeup(path), dead_letter_ttl
-        self._inserts: Coalescer[Envelope, None] = Coalescer(self._insert)
-        self._acks: Coalescer[tuple[int, str], None] = Coalescer(self._ack)
         self._ready: asyncio.Event | None = None
+        self._notifying = False
 
     async def start(self) -> None:
         await self._db.run(lambda conn: None)  # connect and create the schema
@@ -221,24 +267,22 @@ class SqliteBroker:
         self._ready = None
         await self._db.close()
 
-    async def _insert(self, envelopes: list[Envelope]) -> list[None]:
-        now = time.time()
-        rows = [(e.queue, e.priority, e.eta or now, e.body) for e in envelopes]
-        await self._db.run(transaction, lambda c: c.executemany(INSERT, rows))
+    async def publish(self, envelope: Envelope) -> None:
+        row = (envelope.queue, envelope.priority, envelope.eta or time.time(), envelope.body)
+        await self._db.write(_execute, INSERT, row)
         self._notify()
-        return [None] * len(envelopes)
 
     def _notify(self) -> None:
-        self._wake.notify("queue")  # other instances, any process
+        """Wake waiting fetches, once per event-loop turn however many messages came."""
         if self._ready is not None:
             self._ready.set()  # this instance
+        if not self._notifying:
+            self._notifying = True
+            asyncio.get_running_loop().call_soon(self._notify_others)
 
-    async def _ack(self, keys: list[tuple[int, str]]) -> list[None]:
-        await self._db.run(transaction, lambda c: c.executemany(ACK, keys))
-        return [None] * len(keys)
-
-    async def publish(self, envelope: Envelope) -> None:
-        await self._inserts.submit(envelope)
+    def _notify_others(self) -> None:
+        self._notifying = False
+        self._wake.notify("queue")  # other instances, any process
 
     @staticmethod
     def _claim(
@@ -264,7 +308,7 @@ class SqliteBroker:
             if self._ready is not None:
                 self._ready.clear()
             token = uuid.uuid4().hex
-            job = asyncio.ensure_future(self._db.run(self._claim, queues, limit, lease, token))
+            job = asyncio.ensure_future(self._db.write(self._claim, queues, limit, lease, token))
             try:
                 rows, next_at = await asyncio.shield(job)
             except asyncio.CancelledError:
@@ -292,7 +336,7 @@ class SqliteBroker:
         return int(row[0])
 
     async def purge(self, queue: str) -> int:
-        cur = await self._db.run(lambda c: c.execute("DELETE FROM qtasks_queue WHERE queue = ?", (queue,)))
+        cur = await self._db.write(lambda c: c.execute("DELETE FROM qtasks_queue WHERE queue = ?", (queue,)))
         return int(cur.rowcount)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -302,24 +346,31 @@ class SqliteBroker:
                 "SELECT seq, queue, body, reason, died_at FROM qtasks_dead ORDER BY seq LIMIT ?", (limit,)
             ).fetchall()
 
-        return [DeadLetter(str(seq), q, body, reason, died) for seq, q, body, reason, died in await self._db.run(read)]
+        return [
+            DeadLetter(str(seq), q, body, reason, died) for seq, q, body, reason, died in await self._db.write(read)
+        ]
 
     async def purge_dead(self, ids: Sequence[str] | None = None) -> int:
         if ids is None:
-            cur = await self._db.run(lambda c: c.execute("DELETE FROM qtasks_dead"))
+            cur = await self._db.write(lambda c: c.execute("DELETE FROM qtasks_dead"))
             return int(cur.rowcount)
         keys = [(int(i),) for i in ids if i.isdigit()]
-        await self._db.run(transaction, lambda c: c.executemany("DELETE FROM qtasks_dead WHERE seq = ?", keys))
-        return len(keys)
+        cur = await self._db.write(lambda c: c.executemany("DELETE FROM qtasks_dead WHERE seq = ?", keys))
+        return int(cur.rowcount)
 
 
 class SqliteStorage:
-    def __init__(self, path: str, serializer: Any) -> None:
-        self._db, self._wake, self._serializer = Database(path), Wakeup(path), serializer
-        self._saves: Coalescer[tuple[Record, float], bool] = Coalescer(self._save)
+    def __init__(self, path: str, serializer: Any, broker: Any = None) -> None:
+        shared = isinstance(broker, SqliteBroker) and broker._db.path == path
+        # One connection per file per app: the broker's and the storage's writes then queue on
+        # one thread instead of fighting over SQLite's write lock.
+        self._db = broker._db if shared else Database(path)
+        self._owns_db = not shared
+        self._wake, self._serializer = Wakeup(path), serializer
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._listening = False
         self._swept = 0.0
+        self._done: list[str] = []
 
     async def start(self) -> None:
         await self._db.run(lambda conn: None)
@@ -327,29 +378,28 @@ class SqliteStorage:
     async def stop(self) -> None:
         self._wake.close()
         self._listening = False
-        await self._db.close()
-
-    async def _save(self, items: list[tuple[Record, float]]) -> list[bool]:
-        now = time.time()
-        rows = [(r.id, r.status.value, self._serializer.dumps(r.to_dict()), now + ttl, now) for r, ttl in items]
-        sweep = now - self._swept > 60
-        self._swept = now if sweep else self._swept
-
-        def work(conn: sqlite3.Connection) -> list[bool]:
-            written = [conn.execute(SAVE, row).rowcount == 1 for row in rows]
-            if sweep:
-                conn.execute(SWEEP, (now,))
-            return written
-
-        written: list[bool] = await self._db.run(transaction, work)
-        done = [r.id for (r, _), ok in zip(items, written, strict=True) if ok and r.status in FINAL]
-        if done:
-            self._wake.notify("done", "\n".join(done).encode() if len(done) < 500 else b"")
-            self._woken(done)
-        return written
+        if self._owns_db:
+            await self._db.close()
 
     async def save(self, record: Record, ttl: float) -> bool:
-        return await self._saves.submit((record, ttl))
+        now = time.time()
+        if now - self._swept > 60:  # expired records go in the background of some write
+            self._swept = now
+            await self._db.write(_execute, SWEEP, (now,))
+        data = self._serializer.dumps(record.to_dict())
+        cur = await self._db.write(_execute, SAVE, (record.id, record.status.value, data, now + ttl, now))
+        written = bool(cur.rowcount == 1)
+        if written and record.status in FINAL:
+            self._woken([record.id])
+            if not self._done:
+                asyncio.get_running_loop().call_soon(self._notify_done)
+            self._done.append(record.id)
+        return written
+
+    def _notify_done(self) -> None:
+        """Tell the waiters of other processes which records became final (once per loop turn)."""
+        done, self._done = self._done, []
+        self._wake.notify("done", "\n".join(done).encode() if len(done) < 500 else b"")
 
     async def get(self, task_id: str) -> Record | None:
         sql = "SELECT data FROM qtasks_records WHERE id = ? AND expires_at > ?"
@@ -388,7 +438,7 @@ class SqliteStorage:
                     del self._waiters[task_id]
 
     async def delete(self, task_id: str) -> bool:
-        cur = await self._db.run(lambda c: c.execute("DELETE FROM qtasks_records WHERE id = ?", (task_id,)))
+        cur = await self._db.write(lambda c: c.execute("DELETE FROM qtasks_records WHERE id = ?", (task_id,)))
         return bool(cur.rowcount)
 
 
@@ -404,4 +454,4 @@ def sqlite_path(request: ComponentRequest) -> str:
 @hookimpl
 def qtasks_register_components(registry: Registry) -> None:
     registry.add_broker("sqlite", lambda r: SqliteBroker(sqlite_path(r), r.config.dead_letter_ttl), schemes=("sqlite",))
-    registry.add_storage("sqlite", lambda r: SqliteStorage(sqlite_path(r), r.serializer), schemes=("sqlite",))
+    registry.add_storage("sqlite", lambda r: SqliteStorage(sqlite_path(r), r.serializer, r.broker), schemes=("sqlite",))

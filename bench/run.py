@@ -1,0 +1,195 @@
+"""`make bench`: throughput and latency per backend, each next to a raw-client floor.
+
+For every backend:
+
+* **submit/s**: one producer awaiting ``add_task`` (fire and forget) N times in a row;
+* **drain/s**: N queued no-op tasks, one worker process (concurrency 50) started after they were
+  queued; from its "worker.started" line to the last result stored;
+* **round trip p50/p99**: ``await add_task(..., timeout=10)`` one after the other, with that worker
+  running: submit, run, store, wake the caller.
+
+The floor row does the same work with the backend's client library directly and no framework
+(for sqlite: the very SQL statements qtasks runs, in the same transactions); the qtasks row shows
+its figures as a ratio of the floor's (higher is better for rates, lower for latencies).
+Numbers are printed, never asserted: tests assert behaviour, benchmarks report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import floors  # noqa: E402
+
+
+@dataclass
+class Row:
+    name: str
+    submit: float | None = None  # tasks/s
+    drain: float | None = None  # tasks/s
+    p50: float | None = None  # ms
+    p99: float | None = None  # ms
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency_row(name: str, submit: float | None, drain: float | None, latencies: list[float]) -> Row:
+    return Row(name, submit, drain, statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000)
+
+
+def start_worker(env: dict[str, str], workdir: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = Path(workdir) / f"worker-{time.monotonic_ns()}.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qtasks",
+            "worker",
+            "-A",
+            "bench_app:app",
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+        ],
+        env={**os.environ, **env, "PYTHONPATH": str(HERE)},
+        cwd=workdir,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return proc, log
+
+
+def wait_started(proc: subprocess.Popen[bytes], log: Path) -> float:
+    while b"worker.started" not in log.read_bytes():
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited:\n{log.read_text()}")
+        time.sleep(0.001)
+    return time.perf_counter()
+
+
+async def qtasks_row(name: str, env: dict[str, str], n: int, trips: int, workdir: str) -> Row:
+    os.environ.update(env)
+    from qtasks.asyncio import QueueTasks
+
+    app = QueueTasks()  # configured from the environment, as the worker is
+    async with app:
+        for queue in app.queues():
+            await app.purge(queue)
+        for i in range(200):  # warm up connections and caches
+            await app.add_task("noop", i)
+        await app.purge("default")
+        start = time.perf_counter()
+        records = [await app.add_task("noop", i) for i in range(n)]
+        submit = n / (time.perf_counter() - start)
+
+        proc, log = start_worker(env, workdir)
+        try:
+            started = await asyncio.to_thread(wait_started, proc, log)
+            await app.wait(records[-1].id, 600)  # FIFO: the last one finishes last
+            drain = n / (time.perf_counter() - started)
+            for record in records:  # and everything before it did succeed
+                assert (await app.wait(record.id, 600)).status == "success"
+            for i in range(50):
+                await app.add_task("noop", i, timeout=10)
+            latencies = []
+            for i in range(trips):
+                t0 = time.perf_counter()
+                await app.add_task("noop", i, timeout=10)
+                latencies.append(time.perf_counter() - t0)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return latency_row(name, submit, drain, latencies)
+
+
+async def memory_row(n: int, trips: int) -> Row:
+    from bench_app import app as template
+    from qtasks.asyncio import QueueTasks
+    from qtasks.testing import running_worker
+
+    app = QueueTasks(broker="memory", storage="memory", concurrency=50)
+    app.include_router(template.routers[0])
+    async with app:
+        start = time.perf_counter()
+        records = [await app.add_task("noop", i) for i in range(n)]
+        submit = n / (time.perf_counter() - start)
+        start = time.perf_counter()
+        async with running_worker(app):
+            await app.wait(records[-1].id, 600)
+            drain = n / (time.perf_counter() - start)
+            for record in records:
+                assert (await app.wait(record.id, 600)).status == "success"
+            latencies = []
+            for i in range(trips):
+                t0 = time.perf_counter()
+                await app.add_task("noop", i, timeout=10)
+                latencies.append(time.perf_counter() - t0)
+    return latency_row("memory (in-process worker)", submit, drain, latencies)
+
+
+def fmt(value: float | None, floor: float | None, unit: str, lower_is_better: bool = False) -> str:
+    if value is None:
+        return f"{'-':>18}"
+    text = f"{value:,.0f}" if unit == "/s" else f"{value:.2f}"
+    if floor:
+        ratio = value / floor
+        return f"{text:>9} ({ratio:4.2f}x)"
+    return f"{text:>9}        "
+
+
+def print_table(groups: list[tuple[Row | None, list[Row]]]) -> None:
+    header = f"{'backend':<34}{'submit tasks/s':>18}{'drain tasks/s':>18}{'rtt p50 ms':>18}{'rtt p99 ms':>18}"
+    print(header)
+    print("-" * len(header))
+    for floor, rows in groups:
+        for row in ([floor] if floor else []) + rows:
+            base = floor if row is not floor else None
+            print(
+                f"{row.name:<34}"
+                f"{fmt(row.submit, base.submit if base else None, '/s')}"
+                f"{fmt(row.drain, base.drain if base else None, '/s')}"
+                f"{fmt(row.p50, base.p50 if base else None, 'ms', True)}"
+                f"{fmt(row.p99, base.p99 if base else None, 'ms', True)}"
+            )
+    print("ratios: qtasks / floor (rates: higher is better; latencies: lower is better)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", type=int, default=20_000, help="tasks for submit and drain")
+    parser.add_argument("--trips", type=int, default=1_000, help="round trips to time")
+    parser.add_argument("--backends", default="memory,sqlite", help="comma-separated")
+    args = parser.parse_args()
+    wanted = args.backends.split(",")
+    groups: list[tuple[Any, list[Row]]] = []
+    with tempfile.TemporaryDirectory(prefix="qtasks-bench-") as workdir:
+        if "memory" in wanted:
+            groups.append((None, [asyncio.run(memory_row(args.n, args.trips))]))
+        if "sqlite" in wanted:
+            floor_db = os.path.join(workdir, "floor.db")
+            floor = floors.sqlite_floor(floor_db, args.n, args.trips)
+            env = {"QTASKS_BROKER": f"sqlite:///{workdir}/bench.db", "QTASKS_STORAGE": ""}
+            row = asyncio.run(qtasks_row("sqlite (1 worker process)", env, args.n, args.trips, workdir))
+            groups.append((floor, [row]))
+    print_table(groups)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -155,8 +155,9 @@ class TaskCall:
 class Router:
     """Tasks declared away from the app; ``app.include_router(router)`` adds them.
 
-    A router's handles use the app that included the router; in a process where no app included
-    it, they use a client app configured from the environment (``QTASKS_BROKER``, ...).
+    A router's handles use the app that included the router (the latest, if several did); in a
+    process where no app included it, they use a client app configured from the environment
+    (``QTASKS_BROKER``, ...).
     """
 
     handle_class: type[BaseTask] = SyncTask
@@ -168,7 +169,7 @@ class Router:
         self._client: QueueTasks | None = None
 
     def _task_app(self) -> QueueTasks:
-        for ref in self._apps:
+        for ref in reversed(self._apps):  # the app that included it last (for shared tasks: the newest)
             app = ref()
             if app is not None:
                 return app

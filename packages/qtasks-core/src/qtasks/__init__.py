@@ -3,6 +3,8 @@
 ``qtasks.QueueTasks`` is the blocking app; ``qtasks.asyncio.QueueTasks`` the asyncio one.
 """
 
+from qtasks.builtin.injection import Depends, State
+from qtasks.chains import Chain, chain
 from qtasks.config import Config
 from qtasks.errors import (
     CapabilityError,
@@ -29,8 +31,10 @@ __all__ = [
     "AsyncRouter",
     "AsyncTask",
     "CapabilityError",
+    "Chain",
     "Config",
     "ConfigError",
+    "Depends",
     "MalformedMessage",
     "Message",
     "PayloadTooLarge",
@@ -40,6 +44,7 @@ __all__ = [
     "Record",
     "Retry",
     "Router",
+    "State",
     "Status",
     "SyncRouter",
     "SyncTask",
@@ -50,6 +55,7 @@ __all__ = [
     "UnknownComponentError",
     "UnknownTaskError",
     "__version__",
+    "chain",
     "hookimpl",
     "shared_task",
 ]

@@ -85,6 +85,7 @@ class QueueTasks:
         }
         self.tasks: dict[str, TaskSpec] = {}
         self.routers: list[Router] = []
+        self.schedules: list[Any] = []  # qtasks.schedule.Schedule
         self.stash: dict[Any, Any] = {}
         self.broker: Any = None
         self.storage: Any = None
@@ -114,7 +115,23 @@ class QueueTasks:
     def _register(self, spec: TaskSpec) -> None:
         if spec.name in self.tasks and self.tasks[spec.name].func is not spec.func:
             raise ValueError(f"task {spec.name!r} is already registered on app {self.name!r}")
+        if spec.name not in self.tasks and ("every" in spec.extra or "cron" in spec.extra):
+            self.schedule(spec.name, every=spec.extra.get("every"), cron=spec.extra.get("cron"))
         self.tasks[spec.name] = spec
+
+    def schedule(
+        self, task: Any, *args: Any, every: Any = None, cron: str | None = None, name: str = "", **kwargs: Any
+    ) -> Any:
+        """Run ``task`` (a handle or a name) with these arguments ``every`` timedelta or on a
+        ``cron`` expression (UTC), fired by ``qtasks scheduler`` or ``qtasks worker --beat``.
+        ``@app.task(every=...)`` / ``@app.task(cron=...)`` do the same without arguments."""
+        from qtasks.schedule import Schedule
+
+        entry = Schedule(task if isinstance(task, str) else task.name, every, cron, args, kwargs, name)
+        if any(s.name == entry.name for s in self.schedules):
+            raise ValueError(f"schedule {entry.name!r} is already declared")
+        self.schedules.append(entry)
+        return entry
 
     def include_router(self, router: Router) -> None:
         """Add a router's tasks (and those it gets later) to this app."""

@@ -46,9 +46,15 @@ def _parser(extra_commands: Any) -> argparse.ArgumentParser:
         p.add_argument("--queues", "-Q", help="comma-separated queues (default: the app's)")
         p.add_argument("--lease", type=float, help="seconds a delivery is held between renewals")
         p.add_argument("--grace", type=float, help="seconds to finish running tasks on stop")
+        p.add_argument("--beat", "-B", action="store_true", help="also run the app's schedules")
         p.add_argument("--log-format", choices=["auto", "console", "json", "none"], default="auto")
         p.add_argument("--log-level", default="INFO")
         p.set_defaults(handler=_worker)
+
+    p = sub.add_parser("scheduler", parents=[app_opt], help="fire the app's periodic tasks (safe to run several)")
+    p.add_argument("--log-format", choices=["auto", "console", "json", "none"], default="auto")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(handler=_scheduler)
 
     p = sub.add_parser("plugins", parents=[app_opt], help="list plugins, their origin, hooks and components")
     p.add_argument("--json", action="store_true")
@@ -112,8 +118,19 @@ def _worker(args: argparse.Namespace) -> int:
     if args.queues:
         options["queues"] = [q.strip() for q in args.queues.split(",") if q.strip()]
     return run_worker(
-        _app(args), processes=args.processes, log_format=args.log_format, log_level=args.log_level, **options
+        _app(args),
+        processes=args.processes,
+        beat=args.beat,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        **options,
     )
+
+
+def _scheduler(args: argparse.Namespace) -> int:
+    from qtasks.runner import run_scheduler
+
+    return run_scheduler(_app(args), log_format=args.log_format, log_level=args.log_level)
 
 
 def _plugins(args: argparse.Namespace) -> int:

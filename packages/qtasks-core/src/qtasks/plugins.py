@@ -29,6 +29,8 @@ BUILTIN_PLUGINS = {
     "memory": "qtasks.builtin.memory",
     "sqlite": "qtasks.builtin.sqlite",
     "logcontext": "qtasks.builtin.logcontext",
+    "injection": "qtasks.builtin.injection",
+    "pydantic": "qtasks.builtin.pydantic",  # registered after injection, so it runs before it
 }
 ESSENTIAL = {"policies", "json"}
 

@@ -18,31 +18,60 @@ from qtasks.worker import Worker
 
 
 def run_worker(
-    app: Any, *, processes: int = 1, log_format: str = "auto", log_level: str = "INFO", **options: Any
+    app: Any,
+    *,
+    processes: int = 1,
+    beat: bool = False,
+    log_format: str = "auto",
+    log_level: str = "INFO",
+    **options: Any,
 ) -> int:
-    """Run one worker (or ``processes`` supervised ones) until SIGINT/SIGTERM; exit code."""
+    """Run one worker (or ``processes`` supervised ones) until SIGINT/SIGTERM; exit code.
+    ``beat=True`` also runs the scheduler (in the supervisor's first child only)."""
     configure_for_cli(log_format, log_level)
     if processes > 1:
-        return supervise(app, processes, options)
-    worker = Worker(app, **options)
+        return supervise(app, processes, options, beat)
+    return _serve(app, Worker(app, **options), beat)
+
+
+def run_scheduler(app: Any, *, log_format: str = "auto", log_level: str = "INFO") -> int:
+    """Run the app's scheduler alone until SIGINT/SIGTERM."""
+    configure_for_cli(log_format, log_level)
+    return _serve(app, None, True)
+
+
+def _serve(app: Any, worker: Worker | None, beat: bool) -> int:
+    from qtasks.schedule import Scheduler
+
+    scheduler = Scheduler(app) if beat else None
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        jobs = []
+        if worker is not None:
+            await worker.app.start()  # one start for both, so neither stops the app under the other
+            jobs.append(worker.run())
+        if scheduler is not None:
+            await scheduler.app.start()
+            jobs.append(scheduler.run())
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
+            loop.add_signal_handler(sig, lambda: [s.stop() for s in (worker, scheduler) if s is not None])
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            await app.core.stop()
 
     asyncio.run(main())
     return 0
 
 
-def _child(app: Any, options: dict[str, Any]) -> None:
+def _child(app: Any, options: dict[str, Any], beat: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
-    sys.exit(run_worker(app, log_format="none", **options))
+    sys.exit(run_worker(app, log_format="none", beat=beat, **options))
 
 
-def supervise(app: Any, processes: int, options: dict[str, Any]) -> int:
+def supervise(app: Any, processes: int, options: dict[str, Any], beat: bool = False) -> int:
     """Keep ``processes`` worker processes alive; restart any that dies; forward SIGTERM/SIGINT.
 
     Children are forked before any event loop exists, so each starts its app from scratch.
@@ -55,7 +84,7 @@ def supervise(app: Any, processes: int, options: dict[str, Any]) -> int:
     signals: list[int] = []
 
     def start(slot: int) -> None:
-        proc = ctx.Process(target=_child, args=(app, options), name=f"qtasks-worker-{slot}", daemon=False)
+        proc = ctx.Process(target=_child, args=(app, options, beat and slot == 0), name=f"qtasks-worker-{slot}")
         proc.start()
         children[slot] = (proc, time.monotonic())
         log.info("supervisor.started_child", slot=slot, pid=proc.pid)

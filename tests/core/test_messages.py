@@ -23,7 +23,7 @@ def test_message_round_trips_through_the_wire_dict() -> None:
         ({"headers": {"h": 1}}, "headers must map strings to strings"),
         ({"name": ""}, "empty task name or id"),
         ({"eta": "soon"}, "field 'eta' has the wrong type str"),
-        ({"extra": 1}, "unknown field(s): extra"),
+        ({"extra": 1}, "unknown field(s): 'extra'"),
     ],
 )
 def test_bad_wire_data_is_rejected_with_the_reason(change: dict[str, object], reason: str) -> None:

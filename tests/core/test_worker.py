@@ -177,7 +177,7 @@ async def test_unknown_task_ends_as_an_error_record_and_dead_letter(app: QueueTa
         (b"\x00\xffnot json", "cannot decode"),
         (b"[1, 2]", "expected a JSON object"),
         (b'{"v": 1, "id": "x", "name": "t", "args": "nope", "kwargs": {}}', "field 'args' has the wrong type"),
-        (b'{"v": 1, "id": "x", "name": "t", "args": [], "kwargs": {}, "color": "red"}', "unknown field(s): color"),
+        (b'{"v": 1, "id": "x", "name": "t", "args": [], "kwargs": {}, "color": "red"}', "unknown field(s): 'color'"),
         (b'{"v": 99}', "unsupported message version 99"),
     ],
 )

@@ -112,8 +112,9 @@ def _run(coro: Any) -> Any:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from qtasks.runner import run_worker
+    from qtasks.runner import exit_on_stop_signals, run_worker
 
+    exit_on_stop_signals()
     options = {k: getattr(args, k) for k in ("concurrency", "lease", "grace") if getattr(args, k) is not None}
     if args.queues:
         options["queues"] = [q.strip() for q in args.queues.split(",") if q.strip()]
@@ -128,8 +129,9 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _scheduler(args: argparse.Namespace) -> int:
-    from qtasks.runner import run_scheduler
+    from qtasks.runner import exit_on_stop_signals, run_scheduler
 
+    exit_on_stop_signals()
     return run_scheduler(_app(args), log_format=args.log_format, log_level=args.log_level)
 
 

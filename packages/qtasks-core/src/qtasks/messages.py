@@ -86,7 +86,7 @@ class Message:
             types = _FIELD_TYPES.get(key)
             if types is None:
                 unknown = sorted(set(data) - _FIELD_TYPES.keys())
-                raise MalformedMessage(f"unknown field(s): {', '.join(unknown)}")
+                raise MalformedMessage(f"unknown field(s): {', '.join(map(repr, unknown))}")
             if type(value) not in types:  # exact: JSON gives no subclasses, and bool is no int here
                 raise MalformedMessage(f"field {key!r} has the wrong type {type(value).__name__}")
         if missing := _REQUIRED - data.keys():

@@ -40,6 +40,13 @@ def run_scheduler(app: Any, *, log_format: str = "auto", log_level: str = "INFO"
     return _serve(app, None, True)
 
 
+def exit_on_stop_signals() -> None:
+    """Until a worker installs its graceful handlers, SIGTERM/SIGINT end the process at once with
+    status 0: nothing has been fetched yet, so there is nothing to drain or lose."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sys.exit(0))
+
+
 def _serve(app: Any, worker: Worker | None, beat: bool) -> int:
     from qtasks.schedule import Scheduler
 

@@ -323,6 +323,8 @@ class Worker:
         calling = True
         try:
             try:
+                if len(delivery.body) > self.app.config.max_payload:
+                    raise MalformedMessage(f"{len(delivery.body)} bytes, over max_payload")
                 message = self.app.decode(delivery.body)
             except MalformedMessage as exc:
                 self.log.warning("message.malformed", reason=str(exc))

@@ -1,0 +1,21 @@
+"""The crash drill, small: a few hundred tasks per backend, workers SIGKILLed every second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import Backend, drill, table
+
+pytestmark = pytest.mark.integration
+
+
+async def test_sqlite_loses_nothing_under_kill_nine(tmp_path: Path) -> None:
+    backend = Backend("sqlite", {"QTASKS_BROKER": f"sqlite:///{tmp_path / 'chaos.db'}"})
+    report = await drill(backend, tmp_path, 400, kill_every=1.0, slow_seconds=0.4)
+    print("\n" + table([report]))
+    assert report.kills >= 2
+    assert report.lost == []
+    assert report.duplicates_unexplained == 0
+    assert report.exit_codes and set(report.exit_codes) == {0}, "the survivors stop gracefully"

@@ -67,7 +67,9 @@ class Report:
         )
 
 
-HEADER = f"{'backend':<10}{'tasks':>8}{'kills':>7}{'restarts':>10}{'lost':>6}{'dup(kill)':>12}{'dup(other)':>14}{'wall s':>9}"
+HEADER = f"{'backend':<10}{'tasks':>8}{'kills':>7}{'restarts':>10}{'lost':>6}" + (
+    f"{'dup(kill)':>12}{'dup(other)':>14}{'wall s':>9}"
+)
 
 
 class Workers:

@@ -76,7 +76,7 @@ def build(
     pm.check_pending()
     if config.trace_hooks:
         _trace(pm)
-    result.registry = _registry(pm, result.failures)
+    result.registry = _registry(pm, result.failures, frozenset(disabled))
     return result
 
 
@@ -95,10 +95,10 @@ def _load(result: Plugins, ep: importlib.metadata.EntryPoint) -> None:
     result.origins[ep.name] = f"{dist_name} {version}"
 
 
-def _registry(pm: pluggy.PluginManager, failures: Sequence[PluginLoadFailure]) -> Registry:
+def _registry(pm: pluggy.PluginManager, failures: Sequence[PluginLoadFailure], disabled: frozenset[str]) -> Registry:
     # Register hooks are the one place where the core iterates implementations itself: each
     # gets a registry view bound to its plugin's name, so every component knows its provider.
-    registry = Registry(failures=failures)
+    registry = Registry(failures=failures, disabled=disabled)
     for impl in pm.hook.qtasks_register_components.get_hookimpls():  # registration order
         impl.function(registry=registry.for_provider(impl.plugin_name))
     return registry

@@ -58,10 +58,11 @@ class Registry:
     schemes: dict[tuple[str, str], str] = field(default_factory=dict)
     failures: Sequence[PluginLoadFailure] = ()
     provider: str = "?"
+    disabled: frozenset[str] = frozenset()
 
     def for_provider(self, provider: str) -> Registry:
         """A view that records ``provider`` as the source of what is added through it."""
-        return Registry(self.entries, self.schemes, self.failures, provider)
+        return Registry(self.entries, self.schemes, self.failures, provider, self.disabled)
 
     def add_broker(self, name: str, factory: Factory, *, schemes: Sequence[str] = ()) -> None:
         self.add("broker", name, factory, schemes=schemes)
@@ -100,6 +101,8 @@ class Registry:
         failed = [f for f in self.failures if f.name == key or INSTALL_HINTS.get(key) == f.distribution]
         if failed:
             hint = f"It would come from a plugin that failed to load: {failed[0]}"
+        elif key in INSTALL_HINTS and (name := INSTALL_HINTS[key].removeprefix("qtasks-")) in self.disabled:
+            hint = f"Plugin {name!r} ({INSTALL_HINTS[key]}) is disabled by QTASKS_DISABLE_PLUGINS."
         elif key in INSTALL_HINTS:
             hint = f"Install it: pip install {INSTALL_HINTS[key]}"
         if scheme:

@@ -196,7 +196,6 @@ class Worker:
         self._fetcher: asyncio.Future[list[Delivery]] | None = None
         self._slot = asyncio.Event()
         self._hurry = asyncio.Event()
-        self._stopped = asyncio.Event()
         #: Set once the worker has started and is about to fetch.
         self.ready = asyncio.Event()
 
@@ -232,7 +231,6 @@ class Worker:
         finally:
             if owns_app:
                 await app.stop()
-            self._stopped.set()
 
     def stop(self) -> None:
         """Stop fetching and drain: running tasks get ``grace`` seconds, then go back to the
@@ -296,24 +294,29 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         interval = min(1.0, self.lease / 4)
-        storage = self.app.storage
         while True:
             await asyncio.sleep(interval)
-            now = time.time()
-            due = [r for r in self._runs.values() if r is not None and now - r.started_at >= interval]
-            if not due:
-                continue
+            try:
+                await self._beat(interval)
+            except Exception:  # never let one bad beat end the renewals
+                self.log.exception("heartbeat.failed")
+
+    async def _beat(self, interval: float) -> None:
+        """Renew the leases of runs older than one interval; interrupt the ones cancelled."""
+        now = time.time()
+        due = [r for r in self._runs.values() if r is not None and now - r.started_at >= interval]
+        if due:
             renewed = await asyncio.gather(*(r.delivery.extend(self.lease) for r in due), return_exceptions=True)
             for run, ok in zip(due, renewed, strict=True):
                 if ok is not True:
                     self.log.warning("lease.lost", task_id=run.message.id, error=repr(ok) if ok is not False else None)
-            calling = [r for r in due if r.calling]
-            records = await asyncio.gather(*(storage.get(r.message.id) for r in calling), return_exceptions=True)
-            for run, record in zip(calling, records, strict=True):
-                cancelled = isinstance(record, Record) and record.status == Status.CANCELLED
-                if cancelled and run.calling and run.cancel_reason is None and run.handle is not None:
-                    run.cancel_reason = record.reason or "cancelled"  # type: ignore[union-attr]
-                    run.handle.cancel()
+        calling = [r for r in due if r.calling]
+        records = await asyncio.gather(*(self.app.storage.get(r.message.id) for r in calling), return_exceptions=True)
+        for run, record in zip(calling, records, strict=True):
+            cancelled = isinstance(record, Record) and record.status == Status.CANCELLED
+            if cancelled and run.calling and run.cancel_reason is None and run.handle is not None:
+                run.cancel_reason = record.reason or "cancelled"  # type: ignore[union-attr]
+                run.handle.cancel()
 
     # ------------------------------------------------------------------ one delivery
 

@@ -136,9 +136,10 @@ def qtasks_worker_lifespan(worker: Worker) -> Any:
 def qtasks_internal_context(kind: str) -> Any:
     """Wrap the worker's own background loops, so tracing plugins can keep them quiet.
 
-    **When:** entered once around each long-running internal loop of a worker, in its own
-    asyncio task: ``kind`` is ``"fetch"`` (polling the broker) or ``"heartbeat"`` (lease
-    extension and cancellation checks). Task executions never inherit this context.
+    **When:** entered once around each long-running internal loop, in its own asyncio task:
+    ``kind`` is ``"fetch"`` (a worker polling the broker), ``"heartbeat"`` (a worker renewing
+    leases and checking cancellations) or ``"schedule"`` (a scheduler waiting for its next
+    slot). Task executions and the messages a scheduler publishes never inherit this context.
 
     :param kind: which loop.
 
@@ -240,7 +241,8 @@ def qtasks_task_outcome(run: TaskRun, outcome: Outcome) -> None:
 
     :param run: the run.
     :param outcome: an :class:`~qtasks.worker.Outcome`; ``outcome.kind`` is one of ``success``,
-        ``failure``, ``retry``, ``rejected``, ``cancelled``, ``dead_letter``.
+        ``failure``, ``retry``, ``rejected``, ``cancelled``, ``dead_letter`` or ``duplicate``
+        (a redelivery of a task that had already finished: acked, not run again).
 
     Collects all results (return None).
     """

@@ -11,6 +11,7 @@ window, exactly once otherwise.) Each run is an ordinary task with its own id an
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import uuid
 from collections.abc import Iterable
@@ -147,16 +148,17 @@ class Scheduler:
         app = self.app
         owns_app = app._stack is None
         await app.start()
+        clean = contextvars.copy_context()  # runs are published from here, not the quiet loop
         try:
             async with AsyncExitStack() as stack:
                 await enter_all(stack, app.hook.qtasks_internal_context(kind="schedule"))
                 self.log.info("scheduler.started", schedules=[s.name for s in self.schedules])
-                await self._loop()
+                await self._loop(clean)
         finally:
             if owns_app:
                 await app.stop()
 
-    async def _loop(self) -> None:
+    async def _loop(self, clean: contextvars.Context) -> None:
         now = time.time()
         slots = {s.name: s.next_after(now) for s in self.schedules}
         by_name = {s.name: s for s in self.schedules}
@@ -169,7 +171,7 @@ class Scheduler:
             except TimeoutError:
                 pass
             if name is not None:
-                await self.fire(by_name[name], slots[name])
+                await asyncio.create_task(self.fire(by_name[name], slots[name]), context=clean.copy())
                 slots[name] = by_name[name].next_after(slots[name])
 
     async def fire(self, schedule: Schedule, slot: float) -> bool:

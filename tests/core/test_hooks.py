@@ -191,9 +191,10 @@ async def test_hook_qtasks_publish_context() -> None:
 
     class Plugin:
         @qtasks.hookimpl
-        def qtasks_publish_context(self, message: qtasks.Message) -> Any:
+        def qtasks_publish_context(self, message: qtasks.Message, app: QueueTasks) -> Any:
             @contextmanager
             def cm() -> Iterator[None]:
+                assert app is this_app
                 rec.calls.append(("enter", (message.name, message.attempt)))
                 try:
                     yield
@@ -204,7 +205,7 @@ async def test_hook_qtasks_publish_context() -> None:
 
             return cm()
 
-    app = QueueTasks(broker="memory", storage="memory", plugins=[Plugin()])
+    app = this_app = QueueTasks(broker="memory", storage="memory", plugins=[Plugin()])
 
     @app.task(retry=1, retry_backoff=0.01)
     async def flaky() -> None:
@@ -234,9 +235,9 @@ async def test_hook_qtasks_publish_context() -> None:
 async def test_hook_qtasks_inject_headers() -> None:
     class Plugin:
         @qtasks.hookimpl
-        def qtasks_inject_headers(self, message: qtasks.Message, headers: dict[str, str]) -> None:
+        def qtasks_inject_headers(self, message: qtasks.Message, headers: dict[str, str], app: QueueTasks) -> None:
             assert headers is message.headers
-            headers["x-tenant"] = "acme"
+            headers["x-tenant"] = f"acme/{app.name}"
 
     app = QueueTasks(broker="memory", storage="memory", plugins=[Plugin()])
 
@@ -246,7 +247,7 @@ async def test_hook_qtasks_inject_headers() -> None:
     async with app:
         await tenant.add_task()
         (delivery,) = await app.broker.fetch(["default"], 1, 5.0, 1.0)
-        assert app.decode(delivery.body).headers == {"x-tenant": "acme"}
+        assert app.decode(delivery.body).headers == {"x-tenant": "acme/QueueTasks"}
 
 
 async def test_headers_travel_with_retries_and_into_dead_letters() -> None:

@@ -277,8 +277,8 @@ class QueueTasks:
         """Send a message through the publish hooks; ``send`` gets the encoded bytes."""
         hook = self.plugins.hook
         async with AsyncExitStack() as stack:
-            await enter_all(stack, hook.qtasks_publish_context(message=message))
-            hook.qtasks_inject_headers(message=message, headers=message.headers)
+            await enter_all(stack, hook.qtasks_publish_context(message=message, app=self))
+            hook.qtasks_inject_headers(message=message, headers=message.headers, app=self)
             await send(self.encode(message))
 
     def envelope(self, message: Message, body: bytes) -> Envelope:

@@ -133,7 +133,7 @@ def qtasks_worker_lifespan(worker: Worker) -> Any:
 
 
 @hookspec
-def qtasks_internal_context(kind: str) -> Any:
+def qtasks_internal_context(kind: str, app: QueueTasks) -> Any:
     """Wrap the worker's own background loops, so tracing plugins can keep them quiet.
 
     **When:** entered once around each long-running internal loop, in its own asyncio task:
@@ -142,6 +142,7 @@ def qtasks_internal_context(kind: str) -> Any:
     slot). Task executions and the messages a scheduler publishes never inherit this context.
 
     :param kind: which loop.
+    :param app: the app the loop belongs to.
 
     Return a context manager (sync or async) or None.
     """
@@ -151,7 +152,7 @@ def qtasks_internal_context(kind: str) -> Any:
 
 
 @hookspec
-def qtasks_publish_context(message: Message) -> Any:
+def qtasks_publish_context(message: Message, app: QueueTasks) -> Any:
     """Wrap the sending of one message (a new task, a retry, a scheduled run).
 
     **When:** in the process that publishes: the producer for ``add_task``, the worker for a
@@ -159,13 +160,14 @@ def qtasks_publish_context(message: Message) -> Any:
     runs. The message is built but not serialized yet.
 
     :param message: the message about to be sent; ``message.headers`` may still be changed.
+    :param app: the app sending it (its broker, its tasks).
 
     Return a context manager (sync or async) or None. An exception from the send reaches it.
     """
 
 
 @hookspec
-def qtasks_inject_headers(message: Message, headers: dict[str, str]) -> None:
+def qtasks_inject_headers(message: Message, headers: dict[str, str], app: QueueTasks) -> None:
     """Add string headers (trace context, tenant ids, ...) to a message about to be sent.
 
     **When:** inside every :func:`qtasks_publish_context`, just before serialization, in the
@@ -174,6 +176,7 @@ def qtasks_inject_headers(message: Message, headers: dict[str, str]) -> None:
 
     :param message: the message being sent.
     :param headers: the message's header dict; set ``str`` keys to ``str`` values.
+    :param app: the app sending it.
 
     Collects all results (return None).
     """

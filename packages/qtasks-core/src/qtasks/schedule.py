@@ -151,7 +151,7 @@ class Scheduler:
         clean = contextvars.copy_context()  # runs are published from here, not the quiet loop
         try:
             async with AsyncExitStack() as stack:
-                await enter_all(stack, app.hook.qtasks_internal_context(kind="schedule"))
+                await enter_all(stack, app.hook.qtasks_internal_context(kind="schedule", app=app))
                 self.log.info("scheduler.started", schedules=[s.name for s in self.schedules])
                 await self._loop(clean)
         finally:

@@ -244,7 +244,7 @@ class Worker:
 
     async def _internal(self, kind: str, loop: Callable[[], Awaitable[None]]) -> None:
         async with AsyncExitStack() as stack:
-            await enter_all(stack, self.app.hook.qtasks_internal_context(kind=kind))
+            await enter_all(stack, self.app.hook.qtasks_internal_context(kind=kind, app=self.app))
             await loop()
 
     async def _fetch_loop(self, clean: contextvars.Context) -> None:

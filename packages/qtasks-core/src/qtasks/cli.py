@@ -8,11 +8,13 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from qtasks.config import Config
 from qtasks.plugins import build, describe
+
+T = TypeVar("T")
 
 
 def load_app(path: str) -> Any:
@@ -107,10 +109,6 @@ def _app(args: argparse.Namespace) -> Any:
     return load_app(args.app).core
 
 
-def _run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
 def _worker(args: argparse.Namespace) -> int:
     from qtasks.runner import exit_on_stop_signals, run_worker
 
@@ -177,53 +175,40 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _enqueue(args: argparse.Namespace) -> int:
+def _within(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(app)`` with the ``-A`` app started, then stopped."""
     app = _app(args)
 
-    async def go() -> Any:
+    async def go() -> T:
         async with app:
-            record = await app.add_task(
-                args.name,
-                *json.loads(args.args),
-                priority=args.priority,
-                delay=args.delay,
-                timeout=args.wait,
-                **json.loads(args.kwargs),
-            )
-            return record
+            return await work(app)
 
-    record = _run(go())
+    return asyncio.run(go())
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    def submit(app: Any) -> Any:
+        call = json.loads(args.args), json.loads(args.kwargs)
+        return app.add_task(args.name, *call[0], priority=args.priority, delay=args.delay, timeout=args.wait, **call[1])
+
+    record = _within(args, submit)
     print(json.dumps(record.to_dict(), default=str))
     return 0 if record.status != "error" else 1
 
 
 def _purge(args: argparse.Namespace) -> int:
-    app = _app(args)
-
-    async def go() -> int:
-        async with app:
-            return int(await app.purge(args.queue))
-
-    print(f"purged {_run(go())} message(s) from {args.queue!r}")
+    print(f"purged {_within(args, lambda app: app.purge(args.queue))} message(s) from {args.queue!r}")
     return 0
 
 
 def _dead(args: argparse.Namespace) -> int:
-    app = _app(args)
-
-    async def go() -> None:
-        async with app:
-            if args.action == "list":
-                for dead in await app.dead_letters(args.limit):
-                    print(
-                        json.dumps({"id": dead.id, "queue": dead.queue, "reason": dead.reason, "died_at": dead.died_at})
-                    )
-            elif args.action == "replay":
-                if not args.id and not args.all:
-                    raise SystemExit("qtasks dead replay: give an ID or --all")
-                print(f"replayed {await app.replay(None if args.all else args.id)} dead letter(s)")
-            else:
-                print(f"purged {await app.purge_dead()} dead letter(s)")
-
-    _run(go())
+    if args.action == "replay" and not args.id and not args.all:
+        raise SystemExit("qtasks dead replay: give an ID or --all")
+    if args.action == "list":
+        for dead in _within(args, lambda app: app.dead_letters(args.limit)):
+            print(json.dumps({"id": dead.id, "queue": dead.queue, "reason": dead.reason, "died_at": dead.died_at}))
+    elif args.action == "replay":
+        print(f"replayed {_within(args, lambda app: app.replay(None if args.all else args.id))} dead letter(s)")
+    else:
+        print(f"purged {_within(args, lambda app: app.purge_dead())} dead letter(s)")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
@@ -40,6 +40,8 @@ class TaskSpec:
     #: ``async``, ``sync``, ``asyncgen`` or ``syncgen`` (derived from ``func``).
     kind: str = field(init=False, compare=False)
     signature: inspect.Signature = field(init=False, compare=False, repr=False)
+    #: Per-task state of plugins (an analysis of the signature, ...), keyed by the plugin.
+    stash: dict[str, Any] = field(init=False, compare=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         func = self.func
@@ -254,11 +256,6 @@ def shared_task(func: Any = None, /, *, awaiting: bool | None = None, **options:
         options.setdefault("name", func)
         return wrap
     return wrap if func is None else wrap(func)
-
-
-def all_specs(routers: Iterable[Router]) -> Iterable[TaskSpec]:
-    for router in routers:
-        yield from router.tasks.values()
 
 
 _SHARED = Router()

@@ -139,10 +139,9 @@ _STACK = f"{__name__}.stack"
 def qtasks_execution_context(run: Any) -> Any:
     if run.task is None:
         return None
-    cache: dict[str, Any] = run.app.stash.setdefault(__name__, {})
-    if run.task.name not in cache:
-        cache[run.task.name] = _injections(run.task.func)
-    wanted = cache[run.task.name]
+    if __name__ not in run.task.stash:
+        run.task.stash[__name__] = _injections(run.task.func)
+    wanted = run.task.stash[__name__]
     return _inject(run, wanted) if wanted else None
 
 

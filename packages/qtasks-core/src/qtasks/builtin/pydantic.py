@@ -68,10 +68,9 @@ def _fold(run: Any, params: list[str], name: str, model: Any) -> None:
 def qtasks_execution_context(run: Any) -> None:
     if run.task is None:
         return None
-    cache: dict[str, Any] = run.app.stash.setdefault(__name__, {})
-    if run.task.name not in cache:
-        cache[run.task.name] = _plan(run.task)
-    plan = cache[run.task.name]
+    if __name__ not in run.task.stash:
+        run.task.stash[__name__] = _plan(run.task)
+    plan = run.task.stash[__name__]
     if plan is None:
         return None
     adapters, model_param = plan

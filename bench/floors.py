@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -89,3 +91,84 @@ def sqlite_floor(path: str, n: int, trips: int) -> Any:
     thread.join()
     p99 = sorted(latencies)[int(0.99 * len(latencies))]
     return Row("sqlite floor (sqlite3, same SQL)", submit, drain, statistics.median(latencies) * 1000, p99 * 1000)
+
+
+# --------------------------------------------------------------------------- redis
+
+#: The floor's message: what a framework would put on the wire, as JSON.
+REDIS_QUEUE, REDIS_RESULT = "floor:queue", b'{"status": "success", "returning": 0}'
+
+
+def _redis_message(i: int, stop: bool = False) -> bytes:
+    body = {"v": 1, "id": str(uuid.uuid4()), "name": "noop", "args": [i], "kwargs": {}}
+    return json.dumps({**body, "stop": True} if stop else body).encode()
+
+
+async def redis_consume(url: str, n: int) -> None:
+    """The floor's worker process: one coroutine, BRPOP + one write per task.
+
+    First it drains ``n`` queued tasks (BRPOP + SET of the result) and prints the rate; then it
+    answers round trips (BRPOP + LPUSH of the result onto the caller's reply key) until told to
+    stop.
+    """
+    from redis.asyncio import Redis
+
+    r = Redis.from_url(url, protocol=2)
+    start = time.perf_counter()
+    for _ in range(n):
+        _, body = await r.brpop([REDIS_QUEUE], 0)
+        await r.set(f"floor:result:{json.loads(body)['id']}", REDIS_RESULT, ex=86400)
+    print(n / (time.perf_counter() - start), flush=True)
+    while True:
+        _, body = await r.brpop([REDIS_QUEUE], 0)
+        message = json.loads(body)
+        if message.get("stop"):
+            break
+        await r.lpush(f"floor:reply:{message['id']}", REDIS_RESULT)
+    await r.aclose()
+
+
+async def redis_floor(url: str, n: int, trips: int) -> Any:
+    """Producer: one LPUSH per task; caller: LPUSH then BLPOP on its reply key. The consumer is
+    a separate process, as qtasks' worker is."""
+    from redis.asyncio import Redis
+    from run import Row
+
+    r = Redis.from_url(url, protocol=2)
+    await r.delete(REDIS_QUEUE)
+    for i in range(200):  # warm up, as the qtasks row does
+        await r.lpush("floor:warmup", _redis_message(i))
+    bodies = [_redis_message(i) for i in range(n)]
+    start = time.perf_counter()
+    for body in bodies:
+        await r.lpush(REDIS_QUEUE, body)
+    submit = n / (time.perf_counter() - start)
+
+    consumer = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "redis-consume", url, str(n), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert consumer.stdout is not None
+        drain = float(await consumer.stdout.readline())
+        latencies = []
+        for i in range(50 + trips):
+            body = _redis_message(i)
+            t0 = time.perf_counter()
+            await r.lpush(REDIS_QUEUE, body)
+            reply = await r.blpop([f"floor:reply:{json.loads(body)['id']}"], 10)
+            assert reply is not None, "the floor consumer did not answer"
+            if i >= 50:
+                latencies.append(time.perf_counter() - t0)
+        await r.lpush(REDIS_QUEUE, _redis_message(0, stop=True))
+        await asyncio.wait_for(consumer.wait(), 30)
+    finally:
+        if consumer.returncode is None:
+            consumer.kill()
+            await consumer.wait()
+        await r.aclose()
+    p99 = sorted(latencies)[int(0.99 * len(latencies))]
+    return Row("redis-py floor (LPUSH/BRPOP)", submit, drain, statistics.median(latencies) * 1000, p99 * 1000)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["redis-consume"]:
+    asyncio.run(redis_consume(sys.argv[2], int(sys.argv[3])))

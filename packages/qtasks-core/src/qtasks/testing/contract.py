@@ -209,7 +209,6 @@ class BrokerContract:
 
     def test_dead_letter_keeps_body_and_reason(self, broker_spec: str) -> None:
         async def scenario(broker: Any, q: str) -> None:
-            await broker.purge_dead(None)
             await broker.publish(self.env(q, b"poison"))
             (d,) = await broker.fetch([q], 1, 5.0, 2.0)
             await d.dead_letter("boom: it exploded")

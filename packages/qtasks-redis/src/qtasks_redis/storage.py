@@ -1,0 +1,163 @@
+"""``redis`` storage: task records with a TTL, and waiters woken by the save itself.
+
+A record is one string ``"<status>\\n<data>"`` at ``<prefix>:r:<task id>``, expiring ``ttl``
+seconds after each save. The save rules are atomic on the server: a ``new`` record is a plain
+``SET NX`` (insert only), every other status goes through ``save.lua``, which refuses to
+overwrite a final record.
+
+Waiting is pushed, never polled. A storage that waits subscribes once to a reply channel of its
+own, and the save of a final record publishes the record to every channel in the task's waiter
+set (``<prefix>:w:<task id>``). A channel gets into that set in one of two ways:
+
+* once the subscription is up, every task this storage submits joins its channel to the set in
+  the same script that inserts the ``new`` record: ``add_task(..., timeout=)`` then waits with
+  no round trip at all, and is woken with the final record in hand;
+* any other wait runs ``wait.lua``, which returns the record if it is final already and
+  otherwise adds the channel, atomically: one round trip.
+
+If the subscription drops, messages may be lost: every waiter then falls back to ``wait.lua``
+once the subscription is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from qtasks.messages import FINAL, Record, Status
+
+from qtasks_redis.client import RedisClient
+from qtasks_redis.subscriber import Subscriber
+
+#: Tasks submitted while subscribed whose result has not come back yet, at most.
+ANNOUNCED = 100_000
+
+
+class RedisStorage:
+    def __init__(self, client: RedisClient, serializer: Any) -> None:
+        self.client, self._serializer = client, serializer
+        self._waiters: dict[str, list[asyncio.Future[Record | None]]] = {}
+        #: task id -> subscription generation in which its waiter set got our channel
+        self._announced: dict[str, int] = {}
+        self._replies = Subscriber(
+            client.connect, client.keys.reply(uuid.uuid4().hex), self._received, self._reset, client.shown
+        )
+
+    async def start(self) -> None:
+        await self.client.open()
+
+    async def stop(self) -> None:
+        await self._replies.close()
+        self._reset()
+        await self.client.close()
+
+    def save(self, record: Record, ttl: float) -> asyncio.Future[bool]:
+        """Write the record unless a save rule forbids it; True if written.
+
+        Returns an asyncio future rather than a coroutine (awaiting it is the same): ``add_task``
+        gathers it with the broker's publish, and gather then needs no task.
+        """
+        keys, client = self.client.keys, self.client
+        data = self._serializer.dumps(record.to_dict())
+        px = max(1, round(ttl * 1000))
+        if record.status is Status.NEW:
+            generation = self._replies.live
+            channel = "" if generation is None else self._replies.channel
+            created = client.script("new", (keys.record(record.id), keys.waiters(record.id)), (data, px, channel), bool)
+            if generation is not None:
+                self._announce(record.id, generation)
+            return created
+        final = "1" if record.status in FINAL else "0"
+        args = (record.status.value, data, px, final, record.id)
+        return client.script("save", (keys.record(record.id), keys.waiters(record.id)), args, bool)
+
+    def _announce(self, task_id: str, generation: int) -> None:
+        if len(self._announced) >= ANNOUNCED:
+            del self._announced[next(iter(self._announced))]
+        self._announced[task_id] = generation
+
+    def get(self, task_id: str) -> asyncio.Future[Record | None]:
+        return self.client.call("GET", self.client.keys.record(task_id), convert=self._stored)
+
+    def _stored(self, raw: bytes | None) -> Record | None:
+        """A stored ``"status\\ndata"`` value as a record."""
+        return None if raw is None else self._decode(raw.partition(b"\n")[2])
+
+    def _decode(self, data: bytes) -> Record:
+        return Record.from_dict(self._serializer.loads(data))
+
+    async def wait(self, task_id: str, timeout: float) -> Record | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        announced = self._announced.get(task_id)
+        pushed = announced is not None and announced == self._replies.live
+        while True:
+            woken: asyncio.Future[Record | None] = loop.create_future()
+            self._waiters.setdefault(task_id, []).append(woken)
+            try:
+                if not pushed:
+                    if not await self._replies.ready(deadline - loop.time()):
+                        return await self._final(task_id)  # no subscription in time: one last look
+                    found = await self._register(task_id, deadline - loop.time())
+                    if found is not None:
+                        return found
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        record = await woken
+                except TimeoutError:
+                    return await self._final(task_id)  # one last look
+                if record is not None:
+                    return record
+                pushed = False  # the subscription was lost meanwhile: register again
+            finally:
+                self._forget(task_id, woken)
+
+    async def _final(self, task_id: str) -> Record | None:
+        record = await self.get(task_id)
+        return record if record is not None and record.status.final else None
+
+    async def _register(self, task_id: str, timeout: float) -> Record | None:
+        """Join our channel to the task's waiters, or return the record if it is final already."""
+        keys = self.client.keys
+        args = (self._replies.channel, max(1, round(timeout * 1000)) + 1000)
+        found: Record | None = await self.client.script(
+            "wait", (keys.record(task_id), keys.waiters(task_id)), args, self._stored
+        )
+        return found
+
+    def _forget(self, task_id: str, woken: asyncio.Future[Record | None]) -> None:
+        waiting = self._waiters.get(task_id)
+        if waiting is not None:
+            if woken in waiting:
+                waiting.remove(woken)
+            if not waiting:
+                del self._waiters[task_id]
+
+    def _received(self, message: bytes) -> None:
+        """A final record published to our channel (``task id\\ndata``): wake its waiters here."""
+        task_id, _, data = message.partition(b"\n")
+        key = task_id.decode(errors="replace")
+        self._announced.pop(key, None)
+        waiting = self._waiters.pop(key, None)
+        if not waiting:
+            return
+        try:
+            record = self._decode(data)
+        except Exception:
+            record = None  # not a record: the waiters look it up themselves
+        for fut in waiting:
+            if not fut.done():
+                fut.set_result(record)
+
+    def _reset(self) -> None:
+        """Messages may have been lost: every waiter registers again and looks at its record."""
+        self._announced.clear()
+        waiting, self._waiters = self._waiters, {}
+        for futures in waiting.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def delete(self, task_id: str) -> asyncio.Future[bool]:
+        return self.client.call("DEL", self.client.keys.record(task_id), convert=bool)

@@ -1,0 +1,324 @@
+"""The redis broker and storage in one process, against the real server: wiring, bad input,
+wake-ups, reconnects. Worker processes are in test_processes.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from qtasks.asyncio import QueueTasks
+from qtasks.errors import ConfigError
+from qtasks.messages import Message, Record, Status
+from qtasks.protocols import Envelope
+from qtasks.testing import running_worker
+from qtasks_redis import RedisBroker, RedisStorage, RedisUnavailable
+
+from tests.redis.conftest import with_prefix
+from tests.servers import free_port, redis_server
+
+pytestmark = pytest.mark.redis
+
+
+def raw(url: str) -> aioredis.Redis:
+    """A plain redis-py client on the test's server, to look at or poke the keys directly."""
+    return aioredis.Redis.from_url(url.split("?")[0], protocol=2)
+
+
+def prefix_of(url: str) -> str:
+    return url.split("prefix=")[1]
+
+
+def test_importing_the_plugin_does_not_import_redis() -> None:
+    code = "import sys, qtasks_redis, qtasks_redis.plugin; print('redis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+async def test_a_redis_url_selects_both_components_sharing_one_client(
+    redis_app_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QTASKS_BROKER", redis_app_url)
+    app = QueueTasks()
+    async with app:
+        assert isinstance(app.broker, RedisBroker) and isinstance(app.storage, RedisStorage)
+        assert app.storage.client is app.broker.client
+        assert "redis" in app.plugins.origins and app.plugins.origins["redis"].startswith("qtasks-redis")
+
+
+async def test_refused_connection_names_the_url_without_its_password() -> None:
+    port = free_port()  # nothing listens there
+    app = QueueTasks(broker=f"redis://user:hunter2@127.0.0.1:{port}/0")
+    with pytest.raises(RedisUnavailable) as caught:
+        await app.start()
+    message = str(caught.value)
+    assert f"redis://user:***@127.0.0.1:{port}/0" in message
+    assert "hunter2" not in message and "hunter2" not in repr(caught.value.__cause__)
+
+
+def test_worker_command_refused_at_start_is_a_clear_error(tmp_path: Any) -> None:
+    port = free_port()
+    (tmp_path / "tasks_app.py").write_text("from qtasks.asyncio import QueueTasks\napp = QueueTasks()\n")
+    env = {"QTASKS_BROKER": f"redis://:s3cret@127.0.0.1:{port}/0", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "qtasks", "worker", "-A", "tasks_app:app", "--log-format", "none"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"cannot connect to Redis at redis://:***@127.0.0.1:{port}/0" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
+
+
+async def test_a_bad_url_is_a_config_error_with_the_password_masked() -> None:
+    app = QueueTasks(broker="redis://:pa55@127.0.0.1:notaport/0")
+    with pytest.raises(ConfigError) as caught:
+        await app.start()
+    assert "redis://:***@127.0.0.1:notaport/0" in str(caught.value) and "pa55" not in str(caught.value)
+
+
+async def test_unix_socket_url_works_end_to_end() -> None:
+    with redis_server() as server:
+        app = QueueTasks(broker=server.unix_url)
+
+        @app.task
+        async def double(x: int) -> int:
+            return 2 * x
+
+        async with app, running_worker(app):
+            assert (await app.add_task("double", 21, timeout=10)).returning == 42
+
+
+async def test_a_password_protected_server_works_and_a_wrong_password_is_named_masked() -> None:
+    with redis_server(password="pw-0123") as server:
+        app = QueueTasks(broker=server.url)
+
+        @app.task
+        async def double(x: int) -> int:
+            return 2 * x
+
+        async with app, running_worker(app):
+            assert (await app.add_task("double", 4, timeout=10)).returning == 8
+        wrong = QueueTasks(broker=server.url.replace("pw-0123", "nope-999"))
+        with pytest.raises(RedisUnavailable) as caught:
+            await wrong.start()
+        assert f"redis://:***@127.0.0.1:{server.port}/0" in str(caught.value)
+        assert "nope-999" not in str(caught.value)
+
+
+async def test_keys_of_the_wrong_type_are_repaired_not_fatal(redis_app_url: str) -> None:
+    app = QueueTasks(broker=redis_app_url)
+
+    @app.task
+    async def note(x: int) -> int:
+        return x
+
+    prefix = prefix_of(redis_app_url)
+    good = Message(name="note", args=[3])
+    r = raw(redis_app_url)
+    async with app:
+        # someone LPUSHes onto the ready set, and SETs the message hash, by hand
+        await r.lpush(f"{prefix}:q:default:ready", app.encode(good), b"garbage")
+        await r.set(f"{prefix}:q:default:msgs", b"oops")
+        async with running_worker(app):
+            assert (await app.wait(good.id, 10)).returning == 3
+            deadline = time.monotonic() + 10
+            while not (dead := await app.dead_letters()):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert dead[0].body == b"garbage" and dead[0].reason.startswith("malformed message")
+            assert await r.get(next(iter(await r.keys(f"{prefix}:q:default:msgs:corrupt:*")))) == b"oops"
+            assert (await app.add_task("note", 4, timeout=10)).returning == 4
+    await r.aclose()
+
+
+async def test_prefixes_keep_apps_apart(redis_url: str) -> None:
+    one, two = QueueTasks(broker=with_prefix(redis_url)), QueueTasks(broker=with_prefix(redis_url))
+    async with one, two:
+        await one.broker.publish(Envelope("a", "q", b"for one"))
+        assert await one.broker.depth("q") == 1
+        assert await two.broker.depth("q") == 0
+
+
+async def test_hand_pushed_entries_run_or_are_dead_lettered_with_the_reason(redis_app_url: str) -> None:
+    app = QueueTasks(broker=redis_app_url)
+    ran: list[int] = []
+
+    @app.task
+    async def note(x: int) -> int:
+        ran.append(x)
+        return x
+
+    prefix = prefix_of(redis_app_url)
+    good = Message(name="note", args=[7])
+    r = raw(redis_app_url)
+    async with app, running_worker(app):
+        await r.rpush(f"{prefix}:q:default:in", b"\x00 this is not a message", app.encode(good))
+        await r.zadd(f"{prefix}:q:default:ready", {"00000000ffffffff": 0})  # an entry without a body
+        await r.rpush(f"{prefix}:q:default:wake", b"1")
+        assert (await app.wait(good.id, 10)).returning == 7
+        deadline = time.monotonic() + 10
+        while len(dead := await app.dead_letters()) < 2:
+            assert time.monotonic() < deadline, f"dead letters: {dead}"
+            await asyncio.sleep(0.05)
+        reasons = sorted(d.reason for d in dead)
+        assert reasons[0].startswith("malformed message: cannot decode")
+        assert "has no message body" in reasons[1]
+        assert {d.queue for d in dead} == {"default"}
+        # the worker went on: a normal task still runs
+        assert (await app.add_task("note", 8, timeout=10)).returning == 8
+    assert ran == [7, 8]
+    await r.aclose()
+
+
+async def test_dead_letters_expire(redis_app_url: str) -> None:
+    app = QueueTasks(broker=redis_app_url, dead_letter_ttl=0.3)
+    async with app:
+        await app.broker.publish(Envelope("x", "q", b"poison"))
+        (delivery,) = await app.broker.fetch(["q"], 1, 5.0, 2.0)
+        await delivery.dead_letter("bad")
+        assert [d.reason for d in await app.dead_letters()] == ["bad"]
+        await asyncio.sleep(0.6)
+        assert await app.dead_letters() == []
+
+
+async def test_a_blocked_fetch_is_woken_for_a_delayed_message_published_later(redis_app_url: str) -> None:
+    app = QueueTasks(broker=redis_app_url)
+    async with app:
+        broker = app.broker
+        waiting = asyncio.ensure_future(broker.fetch(["q"], 1, 5.0, 8.0))
+        await asyncio.sleep(0.2)
+        sent = time.monotonic()
+        await broker.publish(Envelope("x", "q", b"soon", eta=time.time() + 0.5))
+        (delivery,) = await waiting
+        took = time.monotonic() - sent
+        assert 0.4 <= took < 2.0, f"delivered after {took:.2f}s: not at its eta"
+        await delivery.ack()
+
+
+async def test_a_lapsed_lease_is_noticed_by_a_waiting_fetch_without_polling(redis_app_url: str) -> None:
+    app = QueueTasks(broker=redis_app_url)
+    async with app:
+        broker = app.broker
+        await broker.publish(Envelope("x", "q", b"job"))
+        (crashed,) = await broker.fetch(["q"], 1, 0.6, 2.0)  # its holder never settles it
+        start = time.monotonic()
+        (again,) = await broker.fetch(["q"], 1, 30.0, 10.0)
+        assert again.count == 2 and time.monotonic() - start < 2.0
+        assert await crashed.extend(5) is False
+        await again.ack()
+
+
+async def test_a_cancelled_blocking_fetch_ends_at_once_and_loses_nothing(redis_app_url: str) -> None:
+    app = QueueTasks(broker=redis_app_url)
+    async with app:
+        broker = app.broker
+        waiting = asyncio.ensure_future(broker.fetch(["q"], 5, 60.0, 30.0))
+        await asyncio.sleep(0.3)
+        start = time.monotonic()
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert time.monotonic() - start < 1.0
+        r = raw(redis_app_url)
+        blocked = [c for c in await r.client_list() if c.get("cmd") == "blpop" and c.get("flags") == "b"]
+        assert blocked == [], "the server still holds a blocked fetch"
+        await r.aclose()
+        await broker.publish(Envelope("x", "q", b"kept"))
+        (delivery,) = await broker.fetch(["q"], 5, 60.0, 2.0)
+        assert delivery.body == b"kept"
+        await delivery.ack()
+
+
+async def test_commands_in_flight_are_resent_when_their_connection_dies(redis_app_url: str) -> None:
+    app = QueueTasks(broker=redis_app_url)
+    r = raw(redis_app_url)
+    key = f"{prefix_of(redis_app_url)}:test:list"
+    async with app:
+        in_flight = app.broker.client.call("BLPOP", key, 5)  # held up on the server
+        await asyncio.sleep(0.2)
+        await r.client_kill_filter(_type="normal", skipme=True)
+        await asyncio.sleep(0.2)
+        await r.rpush(key, b"v")
+        assert await asyncio.wait_for(in_flight, 3) == [key.encode(), b"v"]  # it was sent again
+        await r.client_kill_filter(_type="normal", skipme=True)  # an idle connection dies
+        await asyncio.sleep(0.1)
+        assert await app.broker.depth("q") == 0  # and nobody notices
+    await r.aclose()
+
+
+async def test_commands_fail_clearly_when_the_server_stays_away() -> None:
+    with redis_server() as server:
+        app = QueueTasks(broker=server.url)
+        async with app:
+            assert await app.broker.depth("q") == 0
+            server.stop()
+            start = time.monotonic()
+            with pytest.raises(RedisUnavailable, match=r"127\.0\.0\.1"):
+                await app.broker.depth("q")
+            assert time.monotonic() - start < 10
+            server.start()
+            assert await app.broker.depth("q") == 0
+
+
+async def test_a_waiter_is_woken_even_if_its_subscription_was_lost(redis_app_url: str) -> None:
+    app = QueueTasks(broker=redis_app_url)
+    r = raw(redis_app_url)
+    async with app:
+        storage = app.storage
+        record = Record(id="w1", name="t", status=Status.RUNNING)
+        await storage.save(record, 60)
+        waiting = asyncio.ensure_future(storage.wait("w1", 10))
+        await asyncio.sleep(0.3)
+        await r.client_kill_filter(_type="pubsub")
+        await asyncio.sleep(0.3)
+        record.status, record.returning = Status.SUCCESS, 5
+        await storage.save(record, 60)
+        got = await asyncio.wait_for(waiting, 5)
+        assert got is not None and got.returning == 5
+    await r.aclose()
+
+
+async def test_submitted_tasks_are_waited_for_without_a_round_trip(redis_app_url: str) -> None:
+    app = QueueTasks(broker=redis_app_url)
+
+    @app.task
+    async def echo(x: int) -> int:
+        return x
+
+    r = raw(redis_app_url)
+    prefix = prefix_of(redis_app_url)
+    async with app, running_worker(app):
+        await app.add_task("echo", 0, timeout=10)  # subscribes the storage's reply channel
+        record = await app.add_task("echo", 1)
+        # the submit itself put the storage's reply channel in the task's waiter set ...
+        members = await r.smembers(f"{prefix}:w:{record.id}")
+        final = await app.wait(record.id, 10)
+        assert final.returning == 1
+        assert members in ({app.storage._replies.channel.encode()}, set())  # set() if already done
+        # ... and the final save removed it again
+        assert await r.exists(f"{prefix}:w:{record.id}") == 0
+    await r.aclose()
+
+
+async def test_records_and_messages_are_plain_redis_values(redis_app_url: str) -> None:
+    app = QueueTasks(broker=redis_app_url)
+    r = raw(redis_app_url)
+    prefix = prefix_of(redis_app_url)
+    async with app:
+        await app.storage.save(Record(id="r1", name="t", status=Status.SUCCESS, returning=[1]), 30)
+        status, _, data = (await r.get(f"{prefix}:r:r1")).partition(b"\n")
+        assert status == b"success" and json.loads(data)["returning"] == [1]
+        assert 0 < await r.pttl(f"{prefix}:r:r1") <= 30_000
+        await app.broker.publish(Envelope("m1", "q", b"body", priority=3))
+        (seq,) = await r.zrange(f"{prefix}:q:q:ready", 0, -1)
+        assert await r.hget(f"{prefix}:q:q:msgs", seq) == b"body"
+        assert await r.zscore(f"{prefix}:q:q:ready", seq) == 3
+    await r.aclose()

@@ -1,0 +1,69 @@
+"""The wire format: the packer and the pure-Python reply parser (used when hiredis is absent)."""
+
+from __future__ import annotations
+
+import pytest
+from qtasks.asyncio import QueueTasks
+from qtasks.testing import running_worker
+from qtasks_redis import connection
+from qtasks_redis.connection import ProtocolError, PyReader, pack
+from redis.exceptions import ResponseError
+
+REPLIES = (
+    b"+OK\r\n-NOSCRIPT No matching script\r\n:42\r\n:-7\r\n$5\r\nhe\r\no\r\n$0\r\n\r\n$-1\r\n"
+    b"*3\r\n$1\r\na\r\n*2\r\n:1\r\n*0\r\n$-1\r\n*-1\r\n"
+)
+EXPECTED = [b"OK", "NOSCRIPT No matching script", 42, -7, b"he\r\no", b"", None, [b"a", [1, []], None], None]
+
+
+def parse_all(reader: PyReader, data: bytes, chunk: int) -> list[object]:
+    out: list[object] = []
+    for i in range(0, len(data), chunk):
+        reader.feed(data[i : i + chunk])
+        while (reply := reader.gets()) is not False:
+            out.append(str(reply) if isinstance(reply, ResponseError) else reply)
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, len(REPLIES)])
+def test_pure_python_reader_parses_every_reply_type_in_any_chunking(chunk: int) -> None:
+    assert parse_all(PyReader(), REPLIES, chunk) == EXPECTED
+
+
+def test_pure_python_reader_agrees_with_hiredis() -> None:
+    hiredis = pytest.importorskip("hiredis")  # an optional extra: compared when it is installed
+    theirs = hiredis.Reader(protocolError=ProtocolError, replyError=ResponseError)
+    assert parse_all(theirs, REPLIES, 3) == EXPECTED
+
+
+def test_pure_python_reader_rejects_what_is_not_resp2() -> None:
+    reader = PyReader()
+    reader.feed(b"?what\r\n")
+    with pytest.raises(ProtocolError):
+        reader.gets()
+
+
+def test_pack_writes_the_redis_protocol() -> None:
+    assert pack([("SET", b"k\r\n", 5, 1.5), ("PING",)]) == (
+        b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$1\r\n5\r\n$3\r\n1.5\r\n*1\r\n$4\r\nPING\r\n"
+    )
+    with pytest.raises(TypeError, match="cannot send NoneType"):
+        pack([("SET", None)])
+
+
+@pytest.mark.redis
+async def test_tasks_run_end_to_end_with_the_pure_python_reader(
+    redis_app_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "reply_reader", PyReader)
+    app = QueueTasks(broker=redis_app_url)
+
+    @app.task
+    async def join(*parts: str) -> str:
+        return "-".join(parts)
+
+    async with app, running_worker(app):
+        assert isinstance(app.broker.client._pipe._reader, PyReader)
+        assert (await app.add_task("join", "a", "b", timeout=10)).returning == "a-b"
+        records = [await app.add_task("join", str(i)) for i in range(200)]
+        assert [(await app.wait(r.id, 10)).returning for r in records] == [str(i) for i in range(200)]

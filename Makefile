@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PACKAGES := $(sort $(wildcard packages/*))
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format typecheck budget bench check clean
+.PHONY: install demo test lint format typecheck budget bench chaos check clean
 
 $(STAMP): requirements-dev.txt $(wildcard packages/*/pyproject.toml)
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "qtasks needs Python 3.11+"'
@@ -30,13 +30,16 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix packages tests examples bench scripts
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy packages/qtasks-core/src
+	$(VENV)/bin/mypy packages/qtasks-core/src packages/qtasks-redis/src packages/qtasks-otel/src
 
 budget:  ## qtasks-core stays small: kernel ~1,500 lines, whole package ~3,500
 	$(PYTHON) scripts/budget.py
 
 bench: $(STAMP)  ## throughput and latency per backend, next to a raw-client floor
 	$(PY) bench/run.py
+
+chaos: $(STAMP)  ## the full crash drill: 20,000 tasks per backend, workers killed, servers restarted
+	$(PY) -m tests.chaos.run
 
 check: lint typecheck budget test
 

@@ -19,3 +19,16 @@ async def test_sqlite_loses_nothing_under_kill_nine(tmp_path: Path) -> None:
     assert report.lost == []
     assert report.duplicates_unexplained == 0
     assert report.exit_codes and set(report.exit_codes) == {0}, "the survivors stop gracefully"
+
+
+async def test_redis_loses_nothing_under_kill_nine_and_a_server_restart(tmp_path: Path) -> None:
+    from tests.servers import redis_server
+
+    with redis_server(persistent=True) as server:  # fsync'd AOF: what was acknowledged survives
+        backend = Backend("redis", {"QTASKS_BROKER": server.url}, lambda: server.restart(down_for=0.5))
+        report = await drill(backend, tmp_path, 400, kill_every=1.0, slow_seconds=0.4)
+    print("\n" + table([report]))
+    assert report.kills >= 2 and report.restarts == 1
+    assert report.lost == []
+    assert report.duplicates_unexplained == 0
+    assert report.exit_codes and set(report.exit_codes) == {0}, "the survivors stop gracefully"

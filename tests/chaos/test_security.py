@@ -89,3 +89,26 @@ def test_a_worker_opens_no_network_socket(tmp_path: Path, spawn: Any) -> None:
         directory = Path(path).parent
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700 and directory.stat().st_uid == os.getuid()
     proc.stop()
+
+
+def test_a_worker_never_logs_its_broker_password(tmp_path: Path, spawn: Any) -> None:
+    from qtasks import QueueTasks as BlockingApp
+
+    from tests.servers import redis_server
+
+    (tmp_path / "secret_app.py").write_text(
+        "from qtasks.asyncio import QueueTasks\napp = QueueTasks()\n"
+        "@app.task\nasync def t(x: str) -> str:\n    return x\n"
+    )
+    with redis_server(password="s3cret-pw-42") as server:
+        env = {"QTASKS_BROKER": server.url, "QTASKS_TRACE_HOOKS": "1"}
+        argv = qtasks_cli("worker", "-A", "secret_app:app", "--log-level", "debug", "--log-format", "json")
+        proc = spawn(argv, env=env)
+        proc.wait_for("worker.started")
+        client = BlockingApp(broker=server.url)
+        assert client.add_task("t", "hello", timeout=10).returning == "hello"
+        client.stop()
+        assert proc.stop() == 0
+        output = proc.output
+    assert "task.finished" in output and "hook.call" in output, "debug logging was on"
+    assert "s3cret-pw-42" not in output

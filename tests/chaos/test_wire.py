@@ -85,10 +85,26 @@ def sqlite_injector(path: Path) -> Inject:
     return inject
 
 
+def redis_injector(url: str) -> Inject:
+    async def inject(app: QueueTasks, raw: bytes) -> None:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(url.split("?")[0])
+        prefix = url.split("prefix=")[1]
+        async with client:  # a stranger pushing onto the queue's list with redis-py
+            await client.rpush(f"{prefix}:q:default:in", raw)
+            await client.rpush(f"{prefix}:q:default:wake", b"1")
+
+    return inject
+
+
 @asynccontextmanager
-async def backend(kind: str, tmp_path: Path) -> AsyncIterator[tuple[QueueTasks, Inject]]:
+async def backend(kind: str, tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[QueueTasks, Inject]]:
     if kind == "memory":
         app, inject = QueueTasks(broker="memory", storage="memory", max_payload=MAX_PAYLOAD), inject_memory
+    elif kind == "redis":
+        url = f"{redis_url}?prefix=wire{time.monotonic_ns()}"
+        app, inject = QueueTasks(broker=url, max_payload=MAX_PAYLOAD), redis_injector(url)
     else:
         path = tmp_path / f"wire-{time.monotonic_ns()}.db"
         app, inject = QueueTasks(broker=f"sqlite:///{path}", max_payload=MAX_PAYLOAD), sqlite_injector(path)
@@ -101,13 +117,13 @@ async def backend(kind: str, tmp_path: Path) -> AsyncIterator[tuple[QueueTasks, 
         yield app, inject
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bad=st.lists(BAD, min_size=1, max_size=4))
 async def test_bad_messages_are_dead_lettered_and_good_ones_still_run(
-    kind: str, tmp_path: Path, bad: list[tuple[bytes, str]]
+    kind: str, tmp_path: Path, redis_url: str, bad: list[tuple[bytes, str]]
 ) -> None:
-    async with backend(kind, tmp_path) as (app, inject), running_worker(app) as worker:
+    async with backend(kind, tmp_path, redis_url) as (app, inject), running_worker(app) as worker:
         good = []
         for raw, _ in bad:
             good.append(await app.add_task("ok", len(good)))

@@ -276,7 +276,6 @@ class Worker:
                 task = asyncio.create_task(self._handle(delivery), context=clean.copy())
                 self._runs[task] = None
                 self._calling += 1
-            await asyncio.sleep(0)  # let them send their first writes before the next fetch
 
     async def _drain(self) -> None:
         pending = {t for t in self._runs if not t.done()}

@@ -8,6 +8,7 @@ started it; its async methods called from another loop or thread are carried ove
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import time
@@ -41,11 +42,15 @@ def _home(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[
     return wrapper
 
 
-async def enter_all(stack: AsyncExitStack, managers: Iterable[Any]) -> None:
+_NO_STACK = contextlib.nullcontext(None)
+
+
+async def enter_all(stack: AsyncExitStack | None, managers: Iterable[Any]) -> None:
     """Enter wrap-hook results (sync or async context managers, None skipped) in order."""
     for cm in managers:
         if cm is None:
             continue
+        assert stack is not None
         if hasattr(cm, "__aenter__"):
             await stack.enter_async_context(cm)
         else:
@@ -276,8 +281,9 @@ class QueueTasks:
     async def publish(self, message: Message, send: Callable[[bytes], Awaitable[None]]) -> None:
         """Send a message through the publish hooks; ``send`` gets the encoded bytes."""
         hook = self.plugins.hook
-        async with AsyncExitStack() as stack:
-            await enter_all(stack, hook.qtasks_publish_context(message=message, app=self))
+        managers = [cm for cm in hook.qtasks_publish_context(message=message, app=self) if cm is not None]
+        async with AsyncExitStack() if managers else _NO_STACK as stack:  # the usual case: none
+            await enter_all(stack, managers)
             hook.qtasks_inject_headers(message=message, headers=message.headers, app=self)
             await send(self.encode(message))
 
@@ -319,8 +325,13 @@ class QueueTasks:
         record = Record.from_message(message)
 
         async def send(body: bytes) -> None:
-            save = self.storage.save(record, self.config.result_ttl)
-            await asyncio.gather(save, self.broker.publish(self.envelope(message, body)))
+            # both at once: the save rules make the order irrelevant (a late `new` never
+            # overwrites what a fast worker already wrote)
+            saving = asyncio.ensure_future(self.storage.save(record, self.config.result_ttl))
+            try:
+                await self.broker.publish(self.envelope(message, body))
+            finally:
+                await saving
 
         await self.publish(message, send)
         if timeout is None:

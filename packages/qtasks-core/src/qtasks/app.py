@@ -176,6 +176,8 @@ class QueueTasks:
         """Resolve and start the components and enter the app lifespan hooks (idempotent)."""
         loop = asyncio.get_running_loop()
         if self._loop is loop and self._starting is not None:
+            if self._starting.done():  # the hot path: every API call checks
+                return self._starting.result()
             return await asyncio.shield(self._starting)
         if self._loop is not None and not self._loop.is_closed():
             raise RuntimeError(f"app {self.name!r} is running on another event loop")

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import os
-import socket
 import sqlite3
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from qtasks.batching import Coalescer
+from qtasks.builtin.sqlite_db import Database
+from qtasks.builtin.wakeup import Wakeup
 from qtasks.hookspecs import hookimpl
 from qtasks.messages import FINAL, Record
 from qtasks.protocols import DEAD_LETTER, DELAY, LEASE, PRIORITY, DeadLetter, Envelope
@@ -70,157 +66,6 @@ SAVE = (
 SWEEP = "DELETE FROM qtasks_records WHERE id IN (SELECT id FROM qtasks_records WHERE expires_at <= ? LIMIT 10000)"
 
 
-class Database:
-    """One connection per file and app, used from one thread, so the event loop never blocks.
-
-    ``run(fn, ...)`` reads. ``write(fn, ...)`` is group-committed: every write submitted while a
-    transaction is running goes into the next one, so concurrent tasks share commits.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="qtasks-sqlite")
-        self._conn: sqlite3.Connection | None = None
-        self._writes: Coalescer[tuple[Callable[..., Any], tuple[Any, ...]], Any] = Coalescer(self._commit)
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            # timeout=0: SQLite's own busy handler sleeps 1 ms and more; ``transaction`` spins
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
-            transaction(conn, lambda c: c.execute("PRAGMA journal_mode=WAL"), begin=False)
-            conn.execute("PRAGMA synchronous=NORMAL")
-            transaction(conn, lambda c: c.executescript(SCHEMA), begin=False)
-            self._conn = conn
-        return self._conn
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(self._connection(), *args))
-
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        result = await self._writes.submit((fn, args))
-        if isinstance(result, _Failed):
-            raise result.error
-        return result  # type: ignore[no-any-return]
-
-    async def _commit(self, items: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
-        def work(conn: sqlite3.Connection) -> list[Any]:
-            return [fn(conn, *args) for fn, args in items]
-
-        try:
-            return await self.run(lambda conn: transaction(conn, work))
-        except sqlite3.Error:  # one bad write must not fail the others: retry them one by one
-            return [await self.run(_alone, fn, args) for fn, args in items]
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self.run(lambda conn: conn.close())
-            self._conn = None
-        self._pool.shutdown(wait=False)
-
-
-class _Failed:
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-
-def _alone(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    try:
-        return transaction(conn, lambda c: fn(c, *args))
-    except sqlite3.Error as exc:
-        return _Failed(exc)
-
-
-def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: bool = True) -> T:
-    """Run ``work`` in a write transaction, waiting for another process's write lock by spinning
-    briefly (50 µs, growing to 2 ms) rather than SQLite's millisecond sleeps; up to 30 s."""
-    pause, deadline = 50e-6, time.monotonic() + 30
-    while True:
-        try:
-            if not begin:
-                return work(conn)
-            conn.execute("BEGIN IMMEDIATE")
-            break
-        except sqlite3.OperationalError as exc:
-            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.002)
-    try:
-        result = work(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-class Wakeup:
-    """Cross-process wake-ups for one database: datagrams to the listeners of a channel."""
-
-    def __init__(self, path: str) -> None:
-        digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
-        self.dir = os.path.join(tempfile.gettempdir(), f"qtasks-{os.getuid() if hasattr(os, 'getuid') else 0}-{digest}")
-        self._token = uuid.uuid4().hex[:12]
-        self._sender: socket.socket | None = None
-        self._listeners: list[tuple[socket.socket, str]] = []
-
-    def notify(self, channel: str, payload: bytes = b"") -> None:
-        """Wake the listeners of ``channel`` in every process (safe from any thread)."""
-        if not hasattr(socket, "AF_UNIX"):
-            return
-        try:
-            names = os.listdir(self.dir)
-        except FileNotFoundError:
-            return
-        if self._sender is None:
-            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sender.setblocking(False)
-        for name in names:
-            if name.startswith(channel + ".") and not name.endswith(self._token):
-                path = os.path.join(self.dir, name)
-                try:
-                    self._sender.sendto(payload, path)
-                except (ConnectionRefusedError, FileNotFoundError):
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)  # its process is gone
-                except OSError:
-                    pass  # its buffer is full: it has a wake-up pending anyway
-
-    def listen(self, channel: str, callback: Callable[[bytes], None]) -> bool:
-        """Call ``callback(payload)`` on the running loop for each wake-up; False if unsupported."""
-        if not hasattr(socket, "AF_UNIX"):
-            return False
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        path = os.path.join(self.dir, f"{channel}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{self._token}")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(path)
-        sock.setblocking(False)
-
-        def readable() -> None:
-            while True:
-                try:
-                    callback(sock.recv(65536))
-                except (BlockingIOError, InterruptedError):
-                    return
-
-        asyncio.get_running_loop().add_reader(sock.fileno(), readable)
-        self._listeners.append((sock, path))
-        return True
-
-    def close(self) -> None:
-        for sock, path in self._listeners:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(sock.fileno())
-            sock.close()
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        self._listeners.clear()
-        if self._sender is not None:
-            self._sender.close()
-            self._sender = None
-
-
 class SqliteDelivery:
     __slots__ = ("_broker", "_seq", "_token", "body", "count")
 
@@ -255,7 +100,7 @@ class SqliteBroker:
     capabilities = frozenset({PRIORITY, DELAY, LEASE, DEAD_LETTER})
 
     def __init__(self, path: str, dead_letter_ttl: float) -> None:
-        self._db, self._wake, self._dead_ttl = Database(path), Wakeup(path), dead_letter_ttl
+        self._db, self._wake, self._dead_ttl = Database(path, SCHEMA), Wakeup(path), dead_letter_ttl
         self._ready: asyncio.Event | None = None
         self._notifying = False
 
@@ -364,7 +209,7 @@ class SqliteStorage:
         shared = isinstance(broker, SqliteBroker) and broker._db.path == path
         # One connection per file per app: the broker's and the storage's writes then queue on
         # one thread instead of fighting over SQLite's write lock.
-        self._db = broker._db if shared else Database(path)
+        self._db = broker._db if shared else Database(path, SCHEMA)
         self._owns_db = not shared
         self._wake, self._serializer = Wakeup(path), serializer
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}

@@ -143,12 +143,12 @@ async def test_lease_is_renewed_while_the_task_runs(app: QueueTasks) -> None:
     async def long() -> str:
         nonlocal runs
         runs += 1
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(3.0)
         return "ok"
 
-    async with running_worker(app, lease=0.4):
+    async with running_worker(app, lease=1.0):
         record = await long.add_task()
-        await asyncio.sleep(0.9)  # two leases later, the message must still be held
+        await asyncio.sleep(2.2)  # two leases later, the message must still be held
         assert await app.broker.fetch(["default"], 1, 5.0, 0.1) == []
         assert (await app.wait(record.id, 5)).returning == "ok"
     assert runs == 1

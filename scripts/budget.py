@@ -13,8 +13,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "packages" / "qtasks-core" / "src" / "qtasks"
 # The brief's kernel (hookspecs, plugin manager, registry, messages, app, worker) plus the
-# component Protocols and the run types the hooks receive. Task handles and routers, config, errors, built-ins, the CLI and the
-# testing kit sit beside it.
+# component Protocols and the run types the hooks receive. Task handles and routers, config,
+# errors, built-ins, the CLI and the testing kit sit beside it.
 KERNEL = ["hookspecs", "plugins", "registry", "messages", "protocols", "app", "runs", "worker"]
 KERNEL_CAP = 1_600  # "about 1,500": one sitting
 TOTAL_CAP = 3_800  # "around 3,500": within 10%

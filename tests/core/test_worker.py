@@ -293,3 +293,45 @@ async def test_stop_past_grace_returns_the_task_to_the_broker(app: QueueTasks) -
     async with running_worker(app):
         assert (await app.wait(record.id, 5)).returning == "second time"
     assert runs == 2
+
+
+async def test_a_lone_surrogate_in_a_hand_made_message_runs_and_is_stored(app: QueueTasks) -> None:
+    @app.task
+    async def echo(text: str) -> str:
+        return text
+
+    await app.start()
+    body = b'{"v": 1, "id": "id-\\ud800", "name": "echo", "args": ["\\udfff"], "kwargs": {}}'
+    await app.broker.publish(Envelope("raw", "default", body))
+    async with running_worker(app):
+        record = await app.wait("id-\ud800", 5)
+    assert (record.status, record.returning) == ("success", "\udfff")
+
+
+async def test_a_record_that_can_never_be_stored_dead_letters_the_message() -> None:
+    from qtasks.builtin.memory import MemoryStorage
+    from qtasks.builtin.serializers import JsonSerializer
+
+    class Picky(MemoryStorage):
+        async def save(self, record: Any, ttl: float) -> bool:
+            if record.status == "success":
+                raise ValueError("storage refuses this record")
+            return await super().save(record, ttl)
+
+    app = QueueTasks(broker="memory", storage=Picky(JsonSerializer()))
+
+    @app.task
+    async def fine() -> int:
+        return 1
+
+    async with app:
+        record = await fine.add_task()
+        async with running_worker(app) as worker:
+            for _ in range(100):
+                if await app.dead_letters():
+                    break
+                await asyncio.sleep(0.02)
+        (dead,) = await app.dead_letters()
+        assert dead.reason == "record cannot be stored: ValueError: storage refuses this record"
+        assert app.decode(dead.body).id == record.id
+        assert await app.broker.depth("default") == 0 and worker.counts["success"] == 1

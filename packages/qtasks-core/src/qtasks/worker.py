@@ -351,7 +351,15 @@ class Worker:
             returning=outcome.value,
             traceback=traceback_of(outcome),
         )
-        await self._persist(self.app.storage.save, record, self.app.config.result_ttl)
+        try:
+            await self._persist(self.app.storage.save, record, self.app.config.result_ttl)
+        except OSError:
+            raise  # the backend stayed away: the lease lapses and the message comes back
+        except Exception as exc:  # this record can never be stored: keep the message, say why
+            reason = f"record cannot be stored: {type(exc).__name__}: {exc}"
+            self.log.warning("record.unstorable", task_id=message.id, reason=reason)
+            await self._persist(delivery.dead_letter, reason)
+            return
         if kind is OutcomeKind.RETRY:
             delay = outcome.retry_in or 0.0
             again = replace(
@@ -367,12 +375,13 @@ class Worker:
             await self._persist(delivery.dead_letter, outcome.reason or kind.value)
 
     async def _persist(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Call a broker or storage operation, retrying with backoff while the backend is down."""
+        """Call a broker or storage operation, retrying with backoff while the backend is down
+        (``OSError``: connection errors, timeouts). Any other error is raised at once."""
         delay, deadline = 0.05, time.monotonic() + max(30.0, self.lease * 3)
         while True:
             try:
                 return await op(*args)
-            except Exception as exc:
+            except OSError as exc:  # ConnectionError, TimeoutError: the backend is away
                 if time.monotonic() > deadline:
                     raise
                 self.log.warning("backend.retrying", op=getattr(op, "__qualname__", repr(op)), error=repr(exc))

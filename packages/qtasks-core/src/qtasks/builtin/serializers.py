@@ -16,10 +16,11 @@ from qtasks.registry import Registry
 
 
 class JsonSerializer:
-    """UTF-8 JSON. Objects JSON does not know go through ``default`` (the encode-value hook)."""
+    """JSON, ASCII-escaped (so any Python string round-trips, lone surrogates included). Objects
+    JSON does not know go through ``default`` (the encode-value hook)."""
 
     def __init__(self, default: Callable[[Any], Any] | None = None) -> None:
-        self._encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=default, allow_nan=False)
+        self._encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=default, allow_nan=False)
         self._decoder = json.JSONDecoder()
 
     def dumps(self, obj: Any) -> bytes:

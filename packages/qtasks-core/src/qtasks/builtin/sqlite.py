@@ -59,8 +59,8 @@ BURY = (
 SAVE = (
     "INSERT INTO qtasks_records (id, status, data, expires_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data, "
-    "expires_at = excluded.expires_at WHERE excluded.status != 'new' AND "
-    f"(qtasks_records.status NOT IN {_FINAL} OR qtasks_records.expires_at <= ?)"
+    "expires_at = excluded.expires_at WHERE qtasks_records.expires_at <= ?5 OR (excluded.status != 'new' AND "
+    f"qtasks_records.status NOT IN {_FINAL})"
 )
 
 SWEEP = "DELETE FROM qtasks_records WHERE id IN (SELECT id FROM qtasks_records WHERE expires_at <= ? LIMIT 10000)"

@@ -318,7 +318,7 @@ class StorageContract:
             assert await storage.get(rec.id) is not None
             await asyncio.sleep(1.2)
             assert await storage.get(rec.id) is None
-            rec.status = Status.RUNNING  # an expired final record no longer blocks writes
+            rec.status = Status.NEW  # an expired record no longer blocks writes, not even `new`
             assert await storage.save(rec, 60) is True
 
         self.run(storage_spec, scenario)

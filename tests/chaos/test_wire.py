@@ -98,13 +98,32 @@ def redis_injector(url: str) -> Inject:
     return inject
 
 
+def postgres_injector(url: str) -> Inject:
+    async def inject(app: QueueTasks, raw: bytes) -> None:
+        import asyncpg
+        from qtasks_postgres.target import parse
+
+        conn = await asyncpg.connect(parse(url).dsn)
+        try:  # a stranger INSERTing into the queue table with asyncpg; the table's trigger wakes the worker
+            await conn.execute(f"INSERT INTO {app.broker.db.names.queue} (queue, body) VALUES ('default', $1)", raw)
+        finally:
+            await conn.close()
+
+    return inject
+
+
 @asynccontextmanager
-async def backend(kind: str, tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[QueueTasks, Inject]]:
+async def backend(
+    kind: str, tmp_path: Path, redis_url: str, postgres_dsn: str
+) -> AsyncIterator[tuple[QueueTasks, Inject]]:
     if kind == "memory":
         app, inject = QueueTasks(broker="memory", storage="memory", max_payload=MAX_PAYLOAD), inject_memory
     elif kind == "redis":
         url = f"{redis_url}?prefix=wire{time.monotonic_ns()}"
         app, inject = QueueTasks(broker=url, max_payload=MAX_PAYLOAD), redis_injector(url)
+    elif kind == "postgres":
+        url = f"{postgres_dsn}{'&' if '?' in postgres_dsn else '?'}prefix=wire{time.monotonic_ns()}"
+        app, inject = QueueTasks(broker=url, max_payload=MAX_PAYLOAD), postgres_injector(url)
     else:
         path = tmp_path / f"wire-{time.monotonic_ns()}.db"
         app, inject = QueueTasks(broker=f"sqlite:///{path}", max_payload=MAX_PAYLOAD), sqlite_injector(path)
@@ -117,13 +136,13 @@ async def backend(kind: str, tmp_path: Path, redis_url: str) -> AsyncIterator[tu
         yield app, inject
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis", "postgres"])
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bad=st.lists(BAD, min_size=1, max_size=4))
 async def test_bad_messages_are_dead_lettered_and_good_ones_still_run(
-    kind: str, tmp_path: Path, redis_url: str, bad: list[tuple[bytes, str]]
+    kind: str, tmp_path: Path, redis_url: str, postgres_dsn: str, bad: list[tuple[bytes, str]]
 ) -> None:
-    async with backend(kind, tmp_path, redis_url) as (app, inject), running_worker(app) as worker:
+    async with backend(kind, tmp_path, redis_url, postgres_dsn) as (app, inject), running_worker(app) as worker:
         good = []
         for raw, _ in bad:
             good.append(await app.add_task("ok", len(good)))

@@ -1,0 +1,118 @@
+"""Where an app's rows live: the server (a DSN for asyncpg) and the names under which they live.
+
+A ``postgres://`` or ``postgresql://`` URL is read by asyncpg (user, password, host, port,
+database, ``sslmode`` and the other libpq parameters), except for three query parameters that are
+qtasks' own and are taken out first:
+
+* ``schema`` -- the schema of the tables (default: the connection's ``current_schema()``,
+  usually ``public``); created if it does not exist;
+* ``prefix`` -- the start of every table, function and channel name (default ``qtasks``), so
+  apps can share a schema: ``postgresql://host/db?prefix=billing``;
+* ``pool_size`` -- connections in the app's pool at most (default 10).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from qtasks.errors import ConfigError
+from qtasks.registry import mask_url
+
+#: The URL used when the component is chosen by name (``broker="postgres"``): asyncpg then takes
+#: everything from the ``PG*`` environment variables and libpq's defaults.
+DEFAULT_URL = "postgresql://"
+DEFAULT_PREFIX = "qtasks"
+DEFAULT_POOL_SIZE = 10
+OWN_PARAMETERS = ("schema", "prefix", "pool_size")
+PREFIX_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed URL: ``dsn`` for asyncpg, ``shown`` for messages (password masked)."""
+
+    dsn: str
+    shown: str
+    schema: str | None
+    prefix: str
+    pool_size: int = DEFAULT_POOL_SIZE
+
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        """Two components with the same key share one pool."""
+        return self.dsn, self.schema, self.prefix
+
+
+def parse(url: str | None) -> Target:
+    """Split ``url`` into asyncpg's DSN and qtasks' own parameters; ``ConfigError`` if they are bad."""
+    url = url or DEFAULT_URL
+    shown = mask_url(url)
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    own = {k: v for k, v in query if k in OWN_PARAMETERS}
+    rest = urlencode([(k, v) for k, v in query if k not in OWN_PARAMETERS])
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
+    prefix = own.get("prefix", DEFAULT_PREFIX)
+    if not PREFIX_NAME.fullmatch(prefix):
+        raise ConfigError(
+            f"bad prefix {prefix!r} in PostgreSQL URL {shown!r}: use lowercase letters, digits and _ "
+            "(at most 40, not starting with a digit)"
+        )
+    schema = own.get("schema") or None
+    if schema is not None and not SCHEMA_NAME.fullmatch(schema):
+        raise ConfigError(
+            f"bad schema {schema!r} in PostgreSQL URL {shown!r}: use lowercase letters, digits and _ "
+            "(at most 63, not starting with a digit)"
+        )
+    size = own.get("pool_size", str(DEFAULT_POOL_SIZE))
+    if not size.isdigit() or not 1 <= int(size) <= 1000:
+        raise ConfigError(f"bad pool_size {size!r} in PostgreSQL URL {shown!r}: a whole number from 1 to 1000")
+    return Target(dsn, shown, schema, prefix, int(size))
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """The fully qualified names of one app's tables and functions, and its two channels."""
+
+    schema: str
+    prefix: str
+
+    def table(self, what: str) -> str:
+        return f"{self.schema}.{self.prefix}_{what}"
+
+    @property
+    def queue(self) -> str:
+        return self.table("queue")
+
+    @property
+    def dead(self) -> str:
+        return self.table("dead")
+
+    @property
+    def records(self) -> str:
+        return self.table("records")
+
+    @property
+    def apply(self) -> str:
+        return self.table("apply")
+
+    @property
+    def channel(self) -> str:
+        """The stem of the NOTIFY channels: readable when short enough, else a digest (channel
+        names are at most 63 bytes)."""
+        stem = f"{self.schema}.{self.prefix}"
+        return stem if len(stem) <= 56 else "qtasks." + hashlib.sha256(stem.encode()).hexdigest()[:32]
+
+    @property
+    def queue_channel(self) -> str:
+        """Payload: a queue name that got ready messages ('' for any)."""
+        return f"{self.channel}:queue"
+
+    @property
+    def done_channel(self) -> str:
+        """Payload: ids of records that became final, one per line ('' for any)."""
+        return f"{self.channel}:done"

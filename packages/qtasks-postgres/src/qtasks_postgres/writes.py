@@ -1,0 +1,109 @@
+"""The writes qtasks makes, and how a batch of them becomes one call of the ``apply`` function.
+
+Every write is a small value (:class:`Publish`, :class:`Save`, :class:`Extend`, :class:`Nack`,
+:class:`Bury`, :class:`Ack`). The writes that the tasks of one process issue in one event-loop
+turn are gathered (``qtasks.batching.Coalescer``) and turned into the 21 arrays of one
+``apply`` call: one statement, one round trip, one transaction, however many writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    queue: str
+    priority: int
+    eta: float | None
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Save:
+    id: str
+    status: str
+    data: bytes
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Extend:
+    seq: int
+    token: uuid.UUID
+    lease: float
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    seq: int
+    token: uuid.UUID
+    delay: float
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bury:
+    seq: int
+    token: uuid.UUID
+    reason: str
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+    token: uuid.UUID
+
+
+Write = Publish | Save | Extend | Nack | Bury | Ack
+#: The apply function's parameters, per kind, in its order.
+_FIELDS: tuple[tuple[type[Any], tuple[str, ...]], ...] = (
+    (Publish, ("queue", "priority", "eta", "body")),
+    (Save, ("id", "status", "data", "ttl")),
+    (Extend, ("seq", "token", "lease")),
+    (Nack, ("seq", "token", "delay", "body")),
+    (Bury, ("seq", "token", "reason", "ttl")),
+    (Ack, ("seq", "token")),
+)
+
+
+def rounds(writes: list[Write]) -> list[list[Write]]:
+    """Split a batch, keeping its order, so that no record id is saved twice in one call (one
+    ``INSERT ... ON CONFLICT`` cannot touch a row twice; a record saved twice in one turn -- a
+    ``new`` record and a fast in-process worker's ``running`` -- goes out in two calls)."""
+    found: list[list[Write]] = [[]]
+    ids: set[str] = set()
+    for write in writes:
+        if isinstance(write, Save):
+            if write.id in ids:
+                found.append([])
+                ids.clear()
+            ids.add(write.id)
+        found[-1].append(write)
+    return found
+
+
+def arguments(writes: list[Write]) -> list[list[Any]]:
+    """The apply function's 21 arrays for these writes."""
+    columns: list[list[Any]] = []
+    for kind, fields in _FIELDS:
+        chosen = [w for w in writes if type(w) is kind]
+        columns.extend([getattr(w, name) for w in chosen] for name in fields)
+    return columns
+
+
+def results(writes: list[Write], saved: list[str] | None, extended: list[int] | None) -> list[bool | None]:
+    """What each write returns: whether a save was written, whether a lease was renewed."""
+    written, renewed = set(saved or ()), set(extended or ())
+    out: list[bool | None] = []
+    for write in writes:
+        if isinstance(write, Save):
+            out.append(write.id in written)
+        elif isinstance(write, Extend):
+            out.append(write.seq in renewed)
+        else:
+            out.append(None)
+    return out

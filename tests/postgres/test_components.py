@@ -1,0 +1,382 @@
+"""The postgres broker and storage in one process, against the real server: wiring, bad input,
+group commit, wake-ups, reconnects. Worker processes are in test_processes.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import pytest
+from qtasks.asyncio import QueueTasks
+from qtasks.errors import ConfigError
+from qtasks.messages import Message, Record, Status
+from qtasks.protocols import Envelope
+from qtasks.testing import running_worker
+from qtasks_postgres import PostgresBroker, PostgresStorage, PostgresUnavailable, database
+from qtasks_postgres.target import parse
+
+from tests.postgres.conftest import eventually, with_params, with_prefix
+from tests.servers import free_port, postgres_server
+
+
+@asynccontextmanager
+async def raw(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection to the test's server, to look at or poke the tables directly."""
+    conn = await asyncpg.connect(parse(url).dsn)  # without qtasks' own parameters
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def table(app: QueueTasks, what: str) -> str:
+    """The qualified name of one of the app's tables (in the schema it settled on)."""
+    return str(app.broker.db.names.table(what))
+
+
+def test_importing_the_plugin_does_not_import_asyncpg() -> None:
+    code = "import sys, qtasks_postgres, qtasks_postgres.plugin; print('asyncpg' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+async def test_a_postgres_url_selects_both_components_sharing_one_pool(
+    postgres_app_url: str, scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QTASKS_BROKER", scheme + postgres_app_url.removeprefix("postgresql"))
+    app = QueueTasks()
+    async with app:
+        assert isinstance(app.broker, PostgresBroker) and isinstance(app.storage, PostgresStorage)
+        assert app.storage.db is app.broker.db
+        assert "postgres" in app.plugins.origins and app.plugins.origins["postgres"].startswith("qtasks-postgres")
+
+
+async def test_refused_connection_names_the_url_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(database, "STARTUP_WAIT", 0.3)  # tried again this long (the worker test waits the 3 s)
+    port = free_port()  # nothing listens there
+    app = QueueTasks(broker=f"postgresql://user:hunter2@127.0.0.1:{port}/db")
+    with pytest.raises(PostgresUnavailable) as caught:
+        await app.start()
+    message = str(caught.value)
+    assert f"cannot connect to PostgreSQL at postgresql://user:***@127.0.0.1:{port}/db" in message
+    assert "hunter2" not in message and "hunter2" not in repr(caught.value.__cause__)
+
+
+def test_worker_command_refused_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "tasks_app.py").write_text("from qtasks.asyncio import QueueTasks\napp = QueueTasks()\n")
+    env = {"QTASKS_BROKER": f"postgresql://qtasks:s3cret@127.0.0.1:{port}/db", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "qtasks", "worker", "-A", "tasks_app:app", "--log-format", "none"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"cannot connect to PostgreSQL at postgresql://qtasks:***@127.0.0.1:{port}/db" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("postgresql://u:pa55@127.0.0.1:notaport/db", "bad PostgreSQL URL 'postgresql://u:***@127.0.0.1:notaport/db'"),
+        ("postgresql://u:pa55@127.0.0.1/db?prefix=Bad-Name", "bad prefix 'Bad-Name'"),
+        ("postgresql://u:pa55@127.0.0.1/db?schema=1x", "bad schema '1x'"),
+        ("postgresql://u:pa55@127.0.0.1/db?pool_size=0", "bad pool_size '0'"),
+    ],
+)
+async def test_a_bad_url_is_a_config_error_with_the_password_masked(url: str, words: str) -> None:
+    app = QueueTasks(broker=url)
+    with pytest.raises(ConfigError) as caught:
+        await app.start()
+    assert words in str(caught.value) and "pa55" not in str(caught.value)
+
+
+async def test_a_password_protected_server_works_and_a_wrong_password_is_named_masked() -> None:
+    with postgres_server(password="pw-0123") as server:
+        app = QueueTasks(broker=server.url)
+
+        @app.task
+        async def double(x: int) -> int:
+            return 2 * x
+
+        async with app, running_worker(app):
+            assert (await app.add_task("double", 4, timeout=10)).returning == 8
+        wrong = QueueTasks(broker=server.url.replace("pw-0123", "nope-999"))
+        with pytest.raises(PostgresUnavailable) as caught:
+            await wrong.start()
+        message = str(caught.value)
+        assert f"PostgreSQL at postgresql://postgres:***@127.0.0.1:{server.port}/postgres refused the login" in message
+        assert "password authentication failed" in message
+        assert "nope-999" not in message and "pw-0123" not in message
+
+
+async def test_the_schema_is_created_once_by_many_apps_starting_together(postgres_dsn: str) -> None:
+    schema = f"s{time.monotonic_ns()}"
+    url = with_params(postgres_dsn, schema=schema, prefix="jobs")
+    apps = [QueueTasks(broker=url) for _ in range(6)]
+    await asyncio.gather(*(app.start() for app in apps))
+    try:
+        await apps[0].broker.publish(Envelope("x", "q", b"one"))
+        assert [await app.broker.depth("q") for app in apps] == [1] * 6
+        async with raw(postgres_dsn) as conn:
+            names = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1", schema)
+        assert [r["tablename"] for r in names] == ["jobs_dead", "jobs_queue", "jobs_records"]
+    finally:
+        await asyncio.gather(*(app.stop() for app in apps))
+
+
+async def test_prefixes_keep_apps_apart(postgres_dsn: str) -> None:
+    one, two = QueueTasks(broker=with_prefix(postgres_dsn)), QueueTasks(broker=with_prefix(postgres_dsn))
+    async with one, two:
+        await one.broker.publish(Envelope("a", "q", b"for one"))
+        await one.storage.save(Record(id="r1", name="t", status=Status.SUCCESS), 60)
+        assert await one.broker.depth("q") == 1 and await one.get("r1") is not None
+        assert await two.broker.depth("q") == 0 and await two.get("r1") is None
+        assert await two.broker.fetch(["q"], 1, 5.0, 0.3) == []
+
+
+async def test_records_and_messages_are_plain_rows(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url)
+    async with app, raw(postgres_app_url) as conn:
+        await app.storage.save(Record(id="r1", name="t", status=Status.SUCCESS, returning=[1]), 30)
+        row = await conn.fetchrow(
+            f"SELECT status, data, expires_at - now() AS left FROM {table(app, 'records')} WHERE id = 'r1'"
+        )
+        assert row["status"] == "success" and json.loads(row["data"])["returning"] == [1]
+        assert 0 < row["left"].total_seconds() <= 30
+        await app.broker.publish(Envelope("m1", "q", b"body", priority=3))
+        row = await conn.fetchrow(f"SELECT queue, priority, body, token FROM {table(app, 'queue')}")
+        assert dict(row) == {"queue": "q", "priority": 3, "body": b"body", "token": None}
+
+
+async def test_one_claim_leases_several_rows_under_one_token(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url)
+    async with app, raw(postgres_app_url) as conn:
+        for i in range(7):
+            await app.broker.publish(Envelope(f"m{i}", "q", b"%d" % i, priority=i % 2))
+        batch = await app.broker.fetch(["q"], 5, 30.0, 2.0)
+        assert [d.body for d in batch] == [b"0", b"2", b"4", b"6", b"1"]  # priority, then publish order
+        rows = await conn.fetch(f"SELECT token FROM {table(app, 'queue')} WHERE token IS NOT NULL")
+        assert len(rows) == 5 and len({r["token"] for r in rows}) == 1
+        for d in batch:
+            await d.ack()
+        assert await app.broker.depth("q") == 2
+
+
+async def test_the_writes_of_one_event_loop_turn_are_one_transaction(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url)
+
+    @app.task
+    async def note(x: int) -> int:
+        return x
+
+    async with app, raw(postgres_app_url) as conn:
+        records = await asyncio.gather(*(app.add_task("note", i) for i in range(30)))
+        queue = await conn.fetch(f"SELECT xmin::text FROM {table(app, 'queue')}")
+        saved = await conn.fetch(f"SELECT xmin::text FROM {table(app, 'records')}")
+        assert len(queue) == len(saved) == 30
+        assert len({r["xmin"] for r in queue + saved}) == 1, "30 submits, one transaction"
+        batch = await app.broker.fetch(["default"], 30, 30.0, 2.0)
+        assert len(batch) == 30
+        await asyncio.gather(*(d.ack() for d in batch[:20]), *(d.extend(60) for d in batch[20:]))
+        left = await conn.fetch(f"SELECT xmin::text FROM {table(app, 'queue')}")
+        assert len(left) == 10 and len({r["xmin"] for r in left}) == 1, "20 acks and 10 renewals, one transaction"
+        stored = await conn.fetch(f"SELECT id FROM {table(app, 'records')}")
+        assert {r.id for r in records} == {r["id"] for r in stored}
+
+
+async def test_a_record_saved_twice_in_one_turn_keeps_the_order(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url)
+    async with app:
+        record = Record(id="twice", name="t", status=Status.NEW)
+        running = Record(id="twice", name="t", status=Status.RUNNING)
+        done = Record(id="twice", name="t", status=Status.SUCCESS, returning=1)
+        late = Record(id="twice", name="t", status=Status.RUNNING)
+        saves = [app.storage.save(r, 60) for r in (record, running, done, late)]
+        assert await asyncio.gather(*saves) == [True, True, True, False]
+        stored = await app.get("twice")
+        assert stored is not None and (stored.status, stored.returning) == (Status.SUCCESS, 1)
+
+
+async def test_one_bad_write_fails_alone_and_loses_nothing(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url)
+    async with app:
+        broker = app.broker
+        results = await asyncio.gather(
+            broker.publish(Envelope("a", "q", b"good")),
+            broker.publish(Envelope("b", "q\x00nul", b"bad queue name")),
+            broker.publish(Envelope("c", "q", b"bad priority", priority=2**40)),
+            app.storage.save(Record(id="kept", name="t", status=Status.NEW), 60),
+            broker.publish(Envelope("d", "q", b"good too")),
+            return_exceptions=True,
+        )
+        assert results[0] is None and results[4] is None and results[3] is True
+        assert isinstance(results[1], asyncpg.PostgresError) and "0x00" in str(results[1])
+        assert isinstance(results[2], ValueError) and "priority" in str(results[2])
+        assert await broker.depth("q") == 2 and await app.get("kept") is not None
+
+
+async def test_hand_inserted_rows_run_or_are_dead_lettered_with_the_reason(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url)
+    ran: list[int] = []
+
+    @app.task
+    async def note(x: int) -> int:
+        ran.append(x)
+        return x
+
+    good = Message(name="note", args=[7])
+    async with app, running_worker(app), raw(postgres_app_url) as conn:
+        await app.add_task("note", 6, timeout=10)  # the worker is now waiting for the next message
+        insert = f"INSERT INTO {table(app, 'queue')} (queue, body) VALUES ('default', $1)"
+        await conn.execute(insert, b"\x00 this is not a message")  # the insert trigger wakes the worker
+        await conn.execute(insert, app.encode(good))
+        assert (await app.wait(good.id, 10)).returning == 7
+        deadline = time.monotonic() + 10
+        while not (dead := await app.dead_letters()):
+            assert time.monotonic() < deadline, "the bad row was not dead-lettered"
+            await asyncio.sleep(0.05)
+        assert [d.body for d in dead] == [b"\x00 this is not a message"]
+        assert dead[0].reason.startswith("malformed message: cannot decode") and dead[0].queue == "default"
+        assert (await app.add_task("note", 8, timeout=10)).returning == 8  # the worker went on
+    assert ran == [6, 7, 8]
+
+
+async def test_dead_letters_and_records_expire_and_are_swept(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url, dead_letter_ttl=0.3)
+    async with app, raw(postgres_app_url) as conn:
+        await app.broker.publish(Envelope("x", "q", b"poison"))
+        (delivery,) = await app.broker.fetch(["q"], 1, 5.0, 2.0)
+        await delivery.dead_letter("bad")
+        await app.storage.save(Record(id="short", name="t", status=Status.SUCCESS), 0.3)
+        assert [d.reason for d in await app.dead_letters()] == ["bad"]
+        await asyncio.sleep(0.6)
+        assert await app.dead_letters() == [] and await app.get("short") is None
+        dead, records = table(app, "dead"), table(app, "records")
+        count = f"SELECT (SELECT count(*) FROM {dead}) + (SELECT count(*) FROM {records})"
+        assert await conn.fetchval(count) == 2  # expired, not yet swept
+        app.broker.db._swept = -1e9  # the next write sweeps (once a minute otherwise)
+        await app.storage.save(Record(id="long", name="t", status=Status.NEW), 60)
+        deadline = time.monotonic() + 10
+        while await conn.fetchval(count) != 1:
+            assert time.monotonic() < deadline, "expired rows were not swept"
+            await asyncio.sleep(0.05)
+
+
+async def test_a_waiting_fetch_is_woken_for_a_delayed_message_and_not_before(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url)
+    async with app:
+        broker = app.broker
+        waiting = asyncio.ensure_future(broker.fetch(["q"], 1, 5.0, 30.0))
+        await asyncio.sleep(0.2)
+        eta = time.time() + 0.5
+        await broker.publish(Envelope("x", "q", b"soon", eta=eta))
+        (delivery,) = await waiting
+        assert time.time() >= eta - 0.01, "delivered before its eta"
+        assert time.time() < eta + 15, "a waiting fetch must wake at the eta, not at the end of its wait"
+        await delivery.ack()
+
+
+async def test_a_lapsed_lease_is_noticed_by_a_waiting_fetch(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url)
+    async with app:
+        broker = app.broker
+        await broker.publish(Envelope("x", "q", b"job"))
+        (crashed,) = await broker.fetch(["q"], 1, 0.6, 2.0)  # its holder never settles it
+        start = time.monotonic()
+        (again,) = await broker.fetch(["q"], 1, 30.0, 30.0)
+        assert again.count == 2 and time.monotonic() - start < 15, "woken at the lease's deadline"
+        assert await crashed.extend(5) is False
+        await crashed.nack(0.0, b"stale")  # fenced: changes nothing
+        await crashed.dead_letter("stale")
+        await again.ack()
+        assert await broker.depth("q") == 0 and await app.dead_letters() == []
+
+
+async def test_statements_are_run_again_when_their_connections_are_killed(postgres_app_url: str) -> None:
+    name = f"victim{time.monotonic_ns()}"  # libpq parameters in the URL reach the server
+    app = QueueTasks(broker=with_params(postgres_app_url, application_name=name))
+    async with app, raw(postgres_app_url) as conn:
+        storage = app.storage
+        await storage.save(Record(id="w1", name="t", status=Status.RUNNING), 60)
+        waiting = asyncio.ensure_future(storage.wait("w1", 20))
+        await eventually(lambda: "w1" in storage._waiters, what="the waiter registered")
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", name
+        )
+        assert killed >= 2  # the pool's connection and the listener's
+        assert await app.broker.depth("q") == 0  # run again on a new connection
+        await storage.save(Record(id="w1", name="t", status=Status.SUCCESS, returning=5), 60)
+        got = await asyncio.wait_for(waiting, 15)  # woken although its listener was killed
+        assert got is not None and got.returning == 5
+
+
+async def test_statements_fail_clearly_while_the_server_stays_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(database, "RECONNECT_FOR", 0.5)  # waited for this long (3 s by default)
+    with postgres_server(password="pw-away") as server:
+        app = QueueTasks(broker=server.url)
+        async with app:
+            assert await app.broker.depth("q") == 0
+            server.stop()
+            with pytest.raises(PostgresUnavailable) as caught:
+                await app.broker.depth("q")
+            assert f"postgresql://postgres:***@127.0.0.1:{server.port}/postgres" in str(caught.value)
+            assert "pw-away" not in str(caught.value)
+            server.start()
+            assert await app.broker.depth("q") == 0
+
+
+async def test_tasks_run_end_to_end_in_a_schema_of_their_own(postgres_dsn: str) -> None:
+    app = QueueTasks(broker=with_params(postgres_dsn, schema=f"qt_{time.monotonic_ns()}"))
+
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with app, running_worker(app):
+        assert (await app.add_task("add", 2, 3, timeout=10)).returning == 5
+        delayed = await app.add_task("add", 1, 1, delay=0.3)
+        assert (await app.wait(delayed.id, 10)).returning == 2
+        assert app.broker.db.names.schema.startswith("qt_")
+
+
+async def test_ids_and_reasons_that_postgres_text_cannot_hold_lose_nothing(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url)
+
+    @app.task(retry=0)
+    async def note(x: int) -> int:
+        if x < 0:
+            raise ValueError("bad\x00value")
+        return x
+
+    odd = ["nul\x00id", "~qtasks-hex:6e756c006964"]  # the second looks like the first, escaped
+    async with app, running_worker(app), raw(postgres_app_url) as conn:
+        insert = f"INSERT INTO {table(app, 'queue')} (queue, body) VALUES ('default', $1)"
+        for i, task_id in enumerate(odd):  # hand-made messages: JSON can carry a NUL
+            await conn.execute(
+                insert, json.dumps({"v": 1, "id": task_id, "name": "note", "args": [i], "kwargs": {}}).encode()
+            )
+        for i, task_id in enumerate(odd):
+            assert (await app.wait(task_id, 10)).returning == i
+        assert await app.get("nul") is None
+        failed = await app.add_task("note", -1)
+        final = await app.wait(failed.id, 10)
+        assert final.status == "error" and "bad\x00value" in final.traceback
+        deadline = time.monotonic() + 10
+        while not (dead := await app.dead_letters()):
+            assert time.monotonic() < deadline, "the failed task was not dead-lettered"
+            await asyncio.sleep(0.05)
+        assert dead[0].reason == "ValueError: bad\\x00value"
+        assert await app.storage.delete("nul\x00id") is True and await app.get("nul\x00id") is None

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 CHAOS_APP = """
-import asyncio, os
+import asyncio, os, time
 from qtasks.asyncio import QueueTasks
 
 app = QueueTasks()  # configured from QTASKS_BROKER / QTASKS_STORAGE
@@ -33,7 +33,7 @@ app = QueueTasks()  # configured from QTASKS_BROKER / QTASKS_STORAGE
 @app.task
 async def job(index: int, seconds: float) -> int:
     with open(f"runs/{os.getpid()}.log", "a") as log:
-        log.write(f"{index}\\n")
+        log.write(f"{index} {time.time()}\\n")
     await asyncio.sleep(seconds)
     return index
 """
@@ -56,6 +56,7 @@ class Report:
     restarts: int = 0
     lost: list[int] = field(default_factory=list)
     duplicates_killed: int = 0  # ran twice because the first run's worker was killed
+    duplicates_restart: int = 0  # ran again because the lease lapsed while the server was down
     duplicates_unexplained: int = 0
     wall: float = 0.0
     exit_codes: list[int] = field(default_factory=list)
@@ -63,12 +64,13 @@ class Report:
     def row(self) -> str:
         return (
             f"{self.backend:<10}{self.tasks:>8}{self.kills:>7}{self.restarts:>10}{len(self.lost):>6}"
-            f"{self.duplicates_killed:>12}{self.duplicates_unexplained:>14}{self.wall:>9.1f}"
+            f"{self.duplicates_killed:>11}{self.duplicates_restart:>14}{self.duplicates_unexplained:>12}"
+            f"{self.wall:>9.1f}"
         )
 
 
 HEADER = f"{'backend':<10}{'tasks':>8}{'kills':>7}{'restarts':>10}{'lost':>6}" + (
-    f"{'dup(kill)':>12}{'dup(other)':>14}{'wall s':>9}"
+    f"{'dup(kill)':>11}{'dup(restart)':>14}{'dup(other)':>12}{'wall s':>9}"
 )
 
 
@@ -115,12 +117,21 @@ class Workers:
 
 def executions(workdir: Path) -> dict[int, list[int]]:
     """index -> pids of the workers that started it (a killed writer may leave a torn line)."""
-    runs: dict[int, list[int]] = {}
+    return {index: [pid for pid, _ in runs] for index, runs in timed_executions(workdir).items()}
+
+
+def timed_executions(workdir: Path) -> dict[int, list[tuple[int, float]]]:
+    """index -> (pid, start time) of every execution."""
+    runs: dict[int, list[tuple[int, float]]] = {}
     for log in (workdir / "runs").glob("*.log"):
         pid = int(log.stem)
         for line in log.read_text().splitlines():
-            if line.strip().isdigit():
-                runs.setdefault(int(line), []).append(pid)
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit():
+                try:
+                    runs.setdefault(int(parts[0]), []).append((pid, float(parts[1])))
+                except ValueError:
+                    continue
     return runs
 
 
@@ -139,6 +150,7 @@ async def drill(
     from qtasks.asyncio import QueueTasks
 
     rng = random.Random(seed)
+    outage_began = outage_ended = 0.0
     (workdir / "chaos_app.py").write_text(CHAOS_APP)
     (workdir / "runs").mkdir(exist_ok=True)
     os.environ.update(backend.env)
@@ -178,7 +190,9 @@ async def drill(
             workers.kill_one(rng)
             report.kills += 1
             if backend.restart is not None and not report.restarts:
+                outage_began = time.time()
                 await asyncio.to_thread(backend.restart)
+                outage_ended = time.time()
                 report.restarts += 1
         done.result()
         report.exit_codes = workers.stop()
@@ -188,10 +202,13 @@ async def drill(
                 report.lost.append(index)
     report.wall = time.monotonic() - started
     killed = workers.killed
-    for pids in executions(workdir).values():
-        if len(pids) > 1:
-            if set(pids) & killed:
+    for runs in timed_executions(workdir).values():
+        if len(runs) > 1:
+            starts = sorted(t for _, t in runs)[1:]
+            if {pid for pid, _ in runs} & killed:
                 report.duplicates_killed += 1
+            elif report.restarts and any(outage_began <= t <= outage_ended + 3 * lease for t in starts):
+                report.duplicates_restart += 1
             else:
                 report.duplicates_unexplained += 1
     missing_runs = set(range(tasks)) - set(executions(workdir))
@@ -209,7 +226,8 @@ async def _final(app: Any, task_id: str) -> bool:
 
 def table(reports: list[Report]) -> str:
     return "\n".join([HEADER, "-" * len(HEADER), *(r.row() for r in reports)]) + (
-        "\nlost must be 0; dup(kill): ran again because the worker running it was SIGKILLed"
+        "\nlost must be 0; dup(kill): ran again because the worker running it was SIGKILLed;"
+        "\ndup(restart): ran again because its lease lapsed while the server was down (at least once)"
     )
 
 

@@ -67,3 +67,26 @@ async def test_tasks_run_end_to_end_with_the_pure_python_reader(
         assert (await app.add_task("join", "a", "b", timeout=10)).returning == "a-b"
         records = [await app.add_task("join", str(i)) for i in range(200)]
         assert [(await app.wait(r.id, 10)).returning for r in records] == [str(i) for i in range(200)]
+
+
+@pytest.mark.parametrize(
+    "reply", [b"-LOADING Valkey is loading the dataset in memory\r\n", b"-BUSY script running\r\n"]
+)
+async def test_a_server_that_is_not_ready_is_an_outage_not_an_error(reply: bytes) -> None:
+    import asyncio
+    import socket
+
+    ours, server = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    _, pipe = await loop.create_connection(lambda: connection.Pipe("redis://test"), sock=ours)
+    answer = pipe.send("PING")
+    await asyncio.sleep(0.05)
+    assert server.recv(64) == b"*1\r\n$4\r\nPING\r\n"
+    server.sendall(reply)
+    with pytest.raises(connection.RedisUnavailable, match="is not ready"):
+        await asyncio.wait_for(answer, 5)  # retried by the worker and at start-up, like a lost server
+    later = pipe.send("PING")
+    server.sendall(b"-ERR wrong\r\n")
+    with pytest.raises(ResponseError, match="ERR wrong"):  # other error replies stay errors
+        await asyncio.wait_for(later, 5)
+    server.close()

@@ -31,6 +31,10 @@ Convert = Callable[[Any], Any] | None
 Entry = tuple[Command, "asyncio.Future[Any]", int, Convert]
 
 
+#: Error replies of a server that is up but not serving yet (or no longer): retried as outages.
+TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
 class RedisUnavailable(QtasksError, ConnectionError):
     """Redis cannot be reached (or refused us); the message names the URL, password masked."""
 
@@ -203,6 +207,8 @@ class Pipe(asyncio.Protocol):
         if isinstance(reply, ResponseError):
             if self.on_unknown_script is not None and str(reply).startswith("NOSCRIPT"):
                 self.on_unknown_script(entry)
+            elif str(reply).startswith(TRANSIENT):  # the server is (re)starting: an outage, not an error
+                fut.set_exception(RedisUnavailable(f"Redis at {self.shown} is not ready: {reply}"))
             else:
                 fut.set_exception(reply)
         else:

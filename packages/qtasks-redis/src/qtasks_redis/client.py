@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -65,6 +66,17 @@ def split_url(url: str | None) -> tuple[str, str]:
         raise ConfigError(f"empty key prefix in Redis URL {mask_url(url)!r}")
     rest = urlencode([(k, v) for k, v in query if k != "prefix"])
     return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else ""), prefix
+
+
+def refused_us(exc: BaseException) -> bool:
+    """Whether the server turned us away for good (credentials, ACL, a certificate we do not
+    trust) rather than being away: no point in trying again."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, AuthenticationError | ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def connection_factory(url: str) -> ConnectionPool:
@@ -119,7 +131,7 @@ class RedisClient:
                 return
             except BaseException as exc:
                 await self._shutdown()
-                retry = isinstance(exc, RedisUnavailable) and not isinstance(exc.__cause__, AuthenticationError)
+                retry = isinstance(exc, RedisUnavailable) and not refused_us(exc)
                 if retry and loop.time() + pause < deadline:
                     log.warning("redis.unavailable", url=self.shown, error=str(exc), retry_in=pause)
                     await asyncio.sleep(pause)

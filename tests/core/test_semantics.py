@@ -252,6 +252,35 @@ async def test_chain_passes_each_result_as_the_next_last_argument(app: QueueTask
         assert [(r.name, r.args, r.returning) for r in records] == [("c1", [1], 2), ("c2", [10, 2], 20)]
         stopped = await chain(c1(1), boom(), c2(10)).get(timeout=10)
         assert [r.status for r in stopped] == ["success", "error"], "a failed step ends the chain"
+        ids = await chain(c1(1), boom(), c2(10)).add_task()
+        assert (await app.wait(ids[1], 10)).status == "error" and await app.get(ids[2]) is None
+
+
+async def test_a_chain_goes_on_without_its_caller(tmp_path: Path) -> None:
+    """The caller submits and leaves before any step ran: the workers drive the chain."""
+    spec = f"sqlite:///{tmp_path / 'chain.db'}"
+
+    def make() -> tuple[QueueTasks, Any, Any]:
+        app = QueueTasks(broker=spec, storage=spec)
+
+        @app.task
+        async def c1(x: int) -> int:
+            return x + 1
+
+        @app.task
+        async def c2(factor: int, value: int) -> int:
+            return factor * value
+
+        return app, c1, c2
+
+    caller, c1, c2 = make()
+    async with caller:
+        ids = await chain(c1(1), c2(10), c2(3)).add_task()
+        assert [(await caller.get(i)) is not None for i in ids] == [True, False, False]
+    worker_app, *_ = make()
+    async with worker_app, running_worker(worker_app):
+        final = await worker_app.wait(ids[-1], 10)
+    assert (final.status, final.args, final.returning) == ("success", [3, 20], 60)
 
 
 def test_chain_of_blocking_handles_blocks(tmp_path: Path) -> None:

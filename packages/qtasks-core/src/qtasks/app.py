@@ -283,8 +283,10 @@ class QueueTasks:
     async def publish(self, message: Message, send: Callable[[bytes], Awaitable[None]]) -> None:
         """Send a message through the publish hooks; ``send`` gets the encoded bytes."""
         hook = self.plugins.hook
+        if not (hook.qtasks_publish_context.get_hookimpls() or hook.qtasks_inject_headers.get_hookimpls()):
+            return await send(self.encode(message))  # no plugin watches submits: skip the calls
         managers = [cm for cm in hook.qtasks_publish_context(message=message, app=self) if cm is not None]
-        async with AsyncExitStack() if managers else _NO_STACK as stack:  # the usual case: none
+        async with AsyncExitStack() if managers else _NO_STACK as stack:
             await enter_all(stack, managers)
             hook.qtasks_inject_headers(message=message, headers=message.headers, app=self)
             await send(self.encode(message))
@@ -308,21 +310,26 @@ class QueueTasks:
 
         ``delay`` (seconds) or ``eta`` (datetime or epoch seconds): do not start before then.
         """
-        await self.start()
+        when = eta.timestamp() if isinstance(eta, datetime) else eta
+        message = self.message_for(task_name, args, kwargs, priority, when if delay is None else time.time() + delay)
+        record = await self.submit(message)
+        return record if timeout is None else await self.wait(message.id, timeout)
+
+    def message_for(
+        self, task_name: str, args: Iterable[Any], kwargs: dict[str, Any], priority: int | None, eta: float | None
+    ) -> Message:
+        """The message that submits ``task_name``; an unknown name fails here if tasks are known."""
         spec = self.lookup(task_name)
         if spec is None and self.known_tasks():
             raise UnknownTaskError(task_name, self.known_tasks())
-        when = eta.timestamp() if isinstance(eta, datetime) else eta
-        if delay is not None:
-            when = time.time() + delay
-        message = Message(
-            name=task_name,
-            args=list(args),
-            kwargs=kwargs,
-            queue=spec.queue if spec else "default",
-            priority=spec.priority if priority is None and spec else priority or 0,
-            eta=when,
-        )
+        queue = spec.queue if spec else "default"
+        priority = spec.priority if priority is None and spec else priority or 0
+        return Message(name=task_name, args=list(args), kwargs=kwargs, queue=queue, priority=priority, eta=eta)
+
+    @_home
+    async def submit(self, message: Message) -> Record:
+        """Store the message's ``new`` record and publish it; the record."""
+        await self.start()
         self._check_capabilities(message)
         record = Record.from_message(message)
 
@@ -336,9 +343,7 @@ class QueueTasks:
                 await saving
 
         await self.publish(message, send)
-        if timeout is None:
-            return record
-        return await self.wait(message.id, timeout)
+        return record
 
     def _check_capabilities(self, message: Message) -> None:
         caps = self.broker.capabilities

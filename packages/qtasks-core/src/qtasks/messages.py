@@ -44,7 +44,7 @@ class Message:
     ``headers`` are string pairs that plugins add (trace context, ...); they are kept through
     retries, delays, requeues and dead letters. ``priority``: lower runs first. ``eta``: epoch
     seconds before which the task must not start. ``history``: one short entry per failed earlier
-    attempt.
+    attempt. ``chain``: the steps to submit when this one succeeds (see :meth:`next_step`).
     """
 
     name: str
@@ -58,6 +58,14 @@ class Message:
     eta: float | None = None
     created_at: float = field(default_factory=time.time)
     history: list[dict[str, Any]] = field(default_factory=list)
+    chain: list[dict[str, Any]] = field(default_factory=list)
+
+    def next_step(self, result: Any) -> Message | None:
+        """The chain's next message, with ``result`` appended to its arguments; None at the end."""
+        if not self.chain:
+            return None
+        step, *rest = self.chain
+        return Message(**{**step, "args": [*step["args"], result]}, chain=rest)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -73,6 +81,7 @@ class Message:
             "eta": self.eta,
             "created_at": self.created_at,
             "history": self.history,
+            "chain": self.chain,
         }
 
     @classmethod
@@ -98,6 +107,11 @@ class Message:
             raise MalformedMessage("headers must map strings to strings")
         if data.get("attempt", 1) < 1:
             raise MalformedMessage("attempt must be at least 1")
+        for step in data.get("chain", ()):
+            if type(step) is not dict or step.keys() != STEP or not step["id"] or not step["name"]:
+                raise MalformedMessage(f"a chain step must be an object with exactly {', '.join(sorted(STEP))}")
+            if wrong := [k for k, v in step.items() if type(v) not in _FIELD_TYPES[k]]:
+                raise MalformedMessage(f"chain step field {wrong[0]!r} has the wrong type")
         return cls(**data)
 
 
@@ -114,7 +128,10 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "eta": (float, int, type(None)),
     "created_at": (float, int),
     "history": (list,),
+    "chain": (list,),
 }
+#: The fields of a chain step (a message's ``chain`` entries).
+STEP = frozenset({"id", "name", "args", "kwargs", "queue", "priority"})
 
 
 @dataclass(slots=True)

@@ -339,6 +339,8 @@ class Worker:
         if kind is OutcomeKind.DUPLICATE:
             await self._persist(delivery.ack)
             return
+        if kind is OutcomeKind.SUCCESS and (step := message.next_step(outcome.value)) is not None:
+            await self._persist(self.app.submit, step)  # before this record: a crash reruns this step
         now = time.time()
         record = Record.from_message(
             message,

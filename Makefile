@@ -30,7 +30,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix packages tests examples bench scripts
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy packages/qtasks-core/src packages/qtasks-redis/src packages/qtasks-otel/src packages/qtasks-postgres/src
+	$(VENV)/bin/mypy packages/qtasks-core/src packages/qtasks-redis/src packages/qtasks-otel/src packages/qtasks-postgres/src packages/qtasks-kafka/src
 
 budget:  ## qtasks-core stays small: kernel ~1,500 lines, whole package ~3,500
 	$(PYTHON) scripts/budget.py

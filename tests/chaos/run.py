@@ -1,6 +1,8 @@
 """`make chaos`: the full crash drill (20,000 tasks per backend by default) and its table.
 
-python -m tests.chaos.run [--tasks N] [--backends sqlite,redis,postgres] [--kill-every S]
+python -m tests.chaos.run [--tasks N] [--backends sqlite,redis,postgres,kafka] [--kill-every S]
+
+kafka is opt-in and gets no server restart (Tansu keeps its data in memory only).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def backend(name: str, workdir: Path) -> Iterator[Backend]:
 
         with postgres_server() as pg:  # synchronous commit: a crash keeps what was acknowledged
             yield Backend("postgres", {"QTASKS_BROKER": pg.url}, lambda: pg.restart(down_for=1.0, sig=signal.SIGQUIT))
+    elif name == "kafka":  # no restart: Tansu's storage is memory only, a restart loses everything
+        from tests.servers import kafka_server
+
+        with kafka_server() as kafka:
+            yield Backend("kafka", {"QTASKS_BROKER": kafka.url, "QTASKS_STORAGE": f"sqlite:///{workdir / 'chaos.db'}"})
     else:
         raise SystemExit(f"unknown backend {name!r}")
 

@@ -48,3 +48,19 @@ async def test_postgres_loses_nothing_under_kill_nine_and_a_server_crash(tmp_pat
     assert report.lost == []
     assert report.duplicates_unexplained == 0
     assert report.exit_codes and set(report.exit_codes) == {0}, "the survivors stop gracefully"
+
+
+async def test_kafka_loses_nothing_under_kill_nine(tmp_path: Path) -> None:
+    """No server restart: Tansu keeps its data in memory only, so a restarted server has lost
+    everything. A kill hands the partitions over after the session timeout (1 s here); the
+    rebalances it causes may also run a survivor's task again (``dup(other)``: at least once
+    across rebalances), so only losses and exit codes are asserted."""
+    from tests.servers import kafka_server
+
+    with kafka_server() as server:
+        env = {"QTASKS_BROKER": server.url, "QTASKS_STORAGE": f"sqlite:///{tmp_path / 'chaos.db'}"}
+        report = await drill(Backend("kafka", env), tmp_path, 2000, kill_every=2.0, slow_seconds=0.4)
+    print("\n" + table([report]))
+    assert report.kills >= 2
+    assert report.lost == []
+    assert report.exit_codes and set(report.exit_codes) == {0}, "the survivors stop gracefully"

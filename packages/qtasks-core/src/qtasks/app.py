@@ -18,7 +18,14 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from qtasks.config import Config
-from qtasks.errors import CapabilityError, MalformedMessage, PayloadTooLarge, PluginLoadError, UnknownTaskError
+from qtasks.errors import (
+    CapabilityError,
+    MalformedMessage,
+    PayloadTooLarge,
+    PluginLoadError,
+    UnknownComponentError,
+    UnknownTaskError,
+)
 from qtasks.messages import Message, Record, Status
 from qtasks.plugins import Plugins, build
 from qtasks.protocols import DELAY, PRIORITY, DeadLetter, Envelope
@@ -223,7 +230,7 @@ class QueueTasks:
             try:
                 self.plugins.registry.lookup("storage", broker)
                 return broker
-            except LookupError:
+            except (LookupError, UnknownComponentError):  # a broker-only add-on: the default storage
                 pass
         return "sqlite"
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "packages" / "qtasks-core" / "src" / "qtasks"
 # The brief's kernel (hookspecs, plugin manager, registry, messages, app, worker) plus the
-# component Protocols and the run types the hooks receive. Task handles and routers, config,
+# component Protocols, the run types the hooks receive, the app's calls on submitted tasks (admin)
+# and how a run calls its function (calls). Task handles and routers, config,
 # errors, built-ins, the CLI and the testing kit sit beside it.
-KERNEL = ["hookspecs", "plugins", "registry", "messages", "protocols", "app", "runs", "worker"]
+KERNEL = ["hookspecs", "plugins", "registry", "messages", "protocols", "app", "admin", "runs", "calls", "worker"]
 KERNEL_CAP = 1_600  # "about 1,500": one sitting
 TOTAL_CAP = 3_800  # "around 3,500": within 10%
-MODULE_CAP = 450
+MODULE_CAP = 350  # physical lines: a module reads in one screenful of scrolling
 
 
 def lines(path: Path) -> int:
@@ -29,7 +30,8 @@ def main() -> int:
     sizes = {p.relative_to(SRC).as_posix(): lines(p) for p in sorted(SRC.rglob("*.py"))}
     kernel = sum(sizes[f"{name}.py"] for name in KERNEL)
     total = sum(sizes.values())
-    failures = [f"{name}: {n} lines > {MODULE_CAP}" for name, n in sizes.items() if n > MODULE_CAP]
+    physical = {p.relative_to(SRC).as_posix(): len(p.read_text().splitlines()) for p in SRC.rglob("*.py")}
+    failures = [f"{name}: {n} lines > {MODULE_CAP}" for name, n in physical.items() if n > MODULE_CAP]
     if kernel > KERNEL_CAP:
         failures.append(f"kernel: {kernel} lines > {KERNEL_CAP}")
     if total > TOTAL_CAP:

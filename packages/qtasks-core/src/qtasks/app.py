@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
+from qtasks.admin import Admin, home_loop
 from qtasks.config import Config
 from qtasks.errors import (
     CapabilityError,
@@ -26,45 +26,15 @@ from qtasks.errors import (
     UnknownComponentError,
     UnknownTaskError,
 )
-from qtasks.messages import Message, Record, Status
-from qtasks.plugins import Plugins, build
-from qtasks.protocols import DELAY, PRIORITY, DeadLetter, Envelope
+from qtasks.messages import Message, Record
+from qtasks.plugins import Plugins, build, enter_all
+from qtasks.protocols import DELAY, PRIORITY, Envelope
 from qtasks.tasks import AsyncTask, Router, TaskSpec, shared_tasks_router, task_decorator
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _home(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Run an app method on the loop the app lives on, whichever loop awaits it."""
-
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        app: QueueTasks = args[0]  # type: ignore[assignment]
-        loop = app._loop
-        if loop is None or loop.is_closed() or loop is asyncio.get_running_loop():
-            return await method(*args, **kwargs)
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop))
-
-    return wrapper
-
 
 _NO_STACK = contextlib.nullcontext(None)
 
 
-async def enter_all(stack: AsyncExitStack | None, managers: Iterable[Any]) -> None:
-    """Enter wrap-hook results (sync or async context managers, None skipped) in order."""
-    for cm in managers:
-        if cm is None:
-            continue
-        assert stack is not None
-        if hasattr(cm, "__aenter__"):
-            await stack.enter_async_context(cm)
-        else:
-            stack.enter_context(cm)
-
-
-class QueueTasks:
+class QueueTasks(Admin):
     """A qtasks application (asyncio). ``qtasks.QueueTasks`` is its blocking twin.
 
     :param name: shown in logs and ``qtasks inspect``.
@@ -301,7 +271,7 @@ class QueueTasks:
     def envelope(self, message: Message, body: bytes) -> Envelope:
         return Envelope(message.id, message.queue, body, message.priority, message.eta)
 
-    @_home
+    @home_loop
     async def add_task(
         self,
         task_name: str,
@@ -333,7 +303,7 @@ class QueueTasks:
         priority = spec.priority if priority is None and spec else priority or 0
         return Message(name=task_name, args=list(args), kwargs=kwargs, queue=queue, priority=priority, eta=eta)
 
-    @_home
+    @home_loop
     async def submit(self, message: Message) -> Record:
         """Store the message's ``new`` record and publish it; the record."""
         await self.start()
@@ -358,78 +328,6 @@ class QueueTasks:
             raise CapabilityError(type(self.broker).__name__, "priorities")
         if message.eta is not None and DELAY not in caps:
             raise CapabilityError(type(self.broker).__name__, "delays (eta)")
-
-    @_home
-    async def get(self, task_id: Any) -> Record | None:
-        """The task's record, or None if there is none (unknown or expired)."""
-        await self.start()
-        record: Record | None = await self.storage.get(str(task_id))
-        return record
-
-    @_home
-    async def wait(self, task_id: Any, timeout: float) -> Record:
-        """Wait for the task's final record; :class:`TaskTimeoutError` after ``timeout`` s."""
-        from qtasks.errors import TaskTimeoutError
-
-        await self.start()
-        record: Record | None = await self.storage.wait(str(task_id), timeout)
-        if record is None:
-            raise TaskTimeoutError(str(task_id), timeout)
-        return record
-
-    @_home
-    async def cancel(self, task_id: Any, reason: str = "") -> bool:
-        """Cancel a queued or running task; False if it had already finished or is unknown.
-
-        A queued task never starts; a running async task is interrupted within about a second;
-        a running sync function cannot be interrupted: it is marked cancelled and its result
-        is discarded.
-        """
-        await self.start()
-        record = await self.storage.get(str(task_id))
-        if record is None or record.status.final:
-            return False
-        now = time.time()
-        record.status, record.reason = Status.CANCELLED, reason or "cancelled"
-        record.updated_at = record.finished_at = now
-        return bool(await self.storage.save(record, self.config.result_ttl))
-
-    @_home
-    async def purge(self, queue: str = "default") -> int:
-        """Delete every queued message of ``queue``; returns how many."""
-        await self.start()
-        return int(await self.broker.purge(queue))
-
-    @_home
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        await self.start()
-        return list(await self.broker.dead_letters(limit))
-
-    @_home
-    async def replay(self, dead_id: str | None = None) -> int:
-        """Send dead letters (one by id, or all when None) back to their queues."""
-        await self.start()
-        replayed = []
-        for dead in await self.broker.dead_letters(1_000_000):
-            if dead_id is not None and dead.id != dead_id:
-                continue
-            priority = 0
-            try:
-                message = self.decode(dead.body)
-                priority = message.priority
-                await self.storage.delete(message.id)
-            except MalformedMessage:
-                message = None
-            await self.broker.publish(Envelope(message.id if message else dead.id, dead.queue, dead.body, priority))
-            replayed.append(dead.id)
-        if replayed:
-            await self.broker.purge_dead(replayed)
-        return len(replayed)
-
-    @_home
-    async def purge_dead(self) -> int:
-        await self.start()
-        return int(await self.broker.purge_dead(None))
 
     # ------------------------------------------------------------------ running
 

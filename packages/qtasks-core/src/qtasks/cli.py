@@ -152,14 +152,11 @@ def _plugins(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     app = _app(args)
+    wanted = {k: v if isinstance(v, str | None) else repr(v) for k, v in app._wanted.items()}
     info = {
         "name": app.name,
-        "broker": app._wanted["broker"]
-        if isinstance(app._wanted["broker"], str | None)
-        else repr(app._wanted["broker"]),
-        "storage": app._wanted["storage"]
-        if isinstance(app._wanted["storage"], str | None)
-        else repr(app._wanted["storage"]),
+        "broker": wanted["broker"],
+        "storage": wanted["storage"],
         "queues": app.queues(),
         "tasks": [spec.describe() for spec in sorted(app.known_tasks().values(), key=lambda s: s.name)],
     }

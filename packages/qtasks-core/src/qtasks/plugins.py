@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,3 +140,15 @@ def describe(plugins: Plugins) -> list[dict[str, Any]]:
         )
     rows.extend({"name": f.name, "origin": f"{f.distribution} {f.version}", "error": str(f)} for f in plugins.failures)
     return rows
+
+
+async def enter_all(stack: AsyncExitStack | None, managers: Iterable[Any]) -> None:
+    """Enter wrap-hook results (sync or async context managers, None skipped) in order."""
+    for cm in managers:
+        if cm is None:
+            continue
+        assert stack is not None
+        if hasattr(cm, "__aenter__"):
+            await stack.enter_async_context(cm)
+        else:
+            stack.enter_context(cm)

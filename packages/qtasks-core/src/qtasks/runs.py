@@ -4,12 +4,9 @@ sees (:class:`TaskContext`), and the helpers the worker runs it with."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -125,30 +122,3 @@ def traceback_of(outcome: Outcome) -> str | None:
     if outcome.kind in (OutcomeKind.REJECTED, OutcomeKind.DEAD_LETTER):
         return outcome.reason
     return user_traceback(outcome.exc) if outcome.exc is not None else None
-
-
-def in_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
-    """Run ``fn`` in a new daemon thread with a copy of the current context.
-
-    Daemon threads, not a pool: a sync task that overruns its time limit is abandoned, and an
-    abandoned thread must never keep the process from exiting.
-    """
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
-    ctx = contextvars.copy_context()
-
-    def settle(ok: bool, value: Any) -> None:
-        if not fut.done():
-            fut.set_result(value) if ok else fut.set_exception(value)
-
-    def target() -> None:
-        outcome: tuple[bool, Any]
-        try:
-            outcome = (True, ctx.run(fn))
-        except BaseException as exc:  # handed to the awaiting task
-            outcome = (False, exc)
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=target, daemon=True, name="qtasks-sync-task").start()
-    return fut

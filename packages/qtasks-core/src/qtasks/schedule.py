@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from qtasks.app import QueueTasks, enter_all
+from qtasks.app import QueueTasks
 from qtasks.log import get_logger
 from qtasks.messages import Message, Record
+from qtasks.plugins import enter_all
 
 _NAMESPACE = uuid.UUID("6f1c6b3e-2d0a-4d35-9a59-8b1f0d2c7e41")
 _NAMES = {
@@ -178,14 +179,9 @@ class Scheduler:
         """Submit the run of ``slot`` unless another scheduler already did; True if this one did."""
         app = self.app
         spec = app.lookup(schedule.task)
-        message = Message(
-            name=schedule.task,
-            args=list(schedule.args),
-            kwargs=dict(schedule.kwargs),
-            id=schedule.run_id(slot),
-            queue=spec.queue if spec else "default",
-            priority=spec.priority if spec else 0,
-        )
+        queue, priority = (spec.queue, spec.priority) if spec else ("default", 0)
+        message = Message(schedule.task, list(schedule.args), dict(schedule.kwargs), schedule.run_id(slot), queue)
+        message.priority = priority
         if not await app.storage.save(Record.from_message(message), app.config.result_ttl):
             return False
         await app.publish(message, lambda body: app.broker.publish(app.envelope(message, body)))

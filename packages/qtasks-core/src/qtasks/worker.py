@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import os
 import socket
 import time
@@ -21,13 +20,14 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from qtasks.app import QueueTasks, enter_all
-from qtasks.errors import MalformedMessage, TaskCancelError, TimeLimitExceeded
+from qtasks.app import QueueTasks
+from qtasks.calls import call, storable
+from qtasks.errors import MalformedMessage, TaskCancelError
 from qtasks.log import debug_enabled, get_logger
 from qtasks.messages import Record, Status
+from qtasks.plugins import enter_all
 from qtasks.protocols import Delivery
-from qtasks.runs import QUIET, STATUS, Outcome, OutcomeKind, TaskContext, TaskRun, in_thread, traceback_of
-from qtasks.tasks import AsyncTask, SyncTask, TaskSpec
+from qtasks.runs import QUIET, STATUS, Outcome, OutcomeKind, TaskContext, TaskRun, traceback_of
 
 __all__ = ["Outcome", "OutcomeKind", "TaskContext", "TaskRun", "Worker"]
 
@@ -267,8 +267,8 @@ class Worker:
             return Outcome(OutcomeKind.DUPLICATE)
         run.calling = True
         try:
-            value = await self._call(run, spec)
-            return Outcome(OutcomeKind.SUCCESS, value=self._plain(spec, value))
+            value = await call(run, spec)
+            return Outcome(OutcomeKind.SUCCESS, value=storable(spec, value, self.app.serializer))
         except TaskCancelError as exc:
             return Outcome(OutcomeKind.CANCELLED, reason=exc.reason or "cancelled")
         except asyncio.CancelledError:
@@ -282,55 +282,6 @@ class Worker:
             return Outcome(kind, exc=exc, reason=f"{type(exc).__name__}: {exc}", retry_in=delay)
         finally:
             run.calling = False
-
-    async def _call(self, run: TaskRun, spec: TaskSpec) -> Any:
-        args = run.args
-        if spec.echo:
-            handle = (AsyncTask if spec.kind.startswith("async") else SyncTask)(spec, self.app)
-            setattr(handle, "ctx", TaskContext(run))  # noqa: B010 - handles get a ctx only when echoed
-            args = [handle, *args]
-        func, kind, kwargs = spec.func, spec.kind, run.kwargs
-        if kind == "async":
-            work: Awaitable[Any] = func(*args, **kwargs)
-        elif kind == "asyncgen":
-            work = self._collect(spec, func(*args, **kwargs))
-        elif kind == "syncgen":
-            work = self._collect(spec, in_thread(lambda: list(func(*args, **kwargs))))
-        else:
-            work = in_thread(lambda: func(*args, **kwargs))
-        if spec.max_time is None:
-            return await work
-        limit = asyncio.timeout(spec.max_time)
-        try:
-            async with limit:
-                return await work
-        except TimeoutError:
-            if limit.expired():
-                raise TimeLimitExceeded(spec.name, spec.max_time) from None
-            raise
-
-    @staticmethod
-    async def _collect(spec: TaskSpec, values: Any) -> list[Any]:
-        items = [v async for v in values] if hasattr(values, "__aiter__") else await values
-        if spec.generate_handler is None:
-            return list(items)
-        out = []
-        for item in items:
-            result = spec.generate_handler(item)
-            out.append(await result if inspect.isawaitable(result) else result)
-        return out
-
-    def _plain(self, spec: TaskSpec, value: Any) -> Any:
-        """The result as the storage will keep it; a result that cannot be stored is an error."""
-        if spec.decode is not None:
-            value = spec.decode(value)
-        if value is None or isinstance(value, (str, int, float, bool)):
-            return value
-        serializer = self.app.serializer
-        try:
-            return serializer.loads(serializer.dumps(value))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"result of task {spec.name!r} cannot be stored: {exc}") from exc
 
     # ------------------------------------------------------------------ settling
 

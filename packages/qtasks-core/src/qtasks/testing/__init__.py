@@ -32,13 +32,7 @@ __all__ = ["in_memory_worker", "running_worker"]
 @asynccontextmanager
 async def running_worker(app: Any, **options: Any) -> AsyncIterator[Worker]:
     """Run a worker for ``app`` on the current loop while the block runs; drain on exit."""
-    worker = Worker(app, **options)
-    job = asyncio.create_task(worker.run())
-    ready = asyncio.ensure_future(worker.ready.wait())
-    await asyncio.wait([job, ready], return_when=asyncio.FIRST_COMPLETED)
-    if job.done():
-        ready.cancel()
-        job.result()  # it failed to start: raise why
+    worker, job = await _start(app, options)
     try:
         yield worker
     finally:
@@ -75,10 +69,13 @@ def in_memory_worker(app: Any, **options: Any) -> Iterator[Worker]:
         core._loop = core._starting = None
 
 
-async def _start(core: Any, options: dict[str, Any]) -> tuple[Worker, asyncio.Task[None]]:
-    worker = Worker(core, **options)
+async def _start(app: Any, options: dict[str, Any]) -> tuple[Worker, asyncio.Task[None]]:
+    """A worker running on this loop, once it is ready to fetch."""
+    worker = Worker(app, **options)
     job = asyncio.create_task(worker.run())
-    await asyncio.wait([job, asyncio.ensure_future(worker.ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+    ready = asyncio.ensure_future(worker.ready.wait())
+    await asyncio.wait([job, ready], return_when=asyncio.FIRST_COMPLETED)
     if job.done():
-        job.result()
+        ready.cancel()
+        job.result()  # it failed to start: raise why
     return worker, job

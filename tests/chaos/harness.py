@@ -60,6 +60,7 @@ class Report:
     duplicates_unexplained: int = 0
     wall: float = 0.0
     exit_codes: list[int] = field(default_factory=list)
+    worker_failures: list[str] = field(default_factory=list)  # log tails of workers that did not exit 0
 
     def row(self) -> str:
         return (
@@ -103,16 +104,23 @@ class Workers:
         self.killed.add(victim.pid)
         self.start()
 
-    def stop(self) -> list[int]:
-        """SIGTERM every worker once it is up (a replacement may still be importing), collect
-        the exit codes of all that were not killed."""
+    def stop(self) -> tuple[list[int], list[str]]:
+        """SIGTERM every worker once it is up (a replacement may still be importing); the exit
+        codes of all that were not killed, and the log tail of each that did not exit 0."""
         deadline = time.monotonic() + 60
         for proc, log in zip(self.procs, self.logs, strict=True):
             while proc.poll() is None and b"worker.started" not in log.read_bytes() and time.monotonic() < deadline:
                 time.sleep(0.05)
         for proc in self.alive():
             proc.send_signal(signal.SIGTERM)
-        return [p.wait(60) for p in self.procs if p.pid not in self.killed]
+        codes, failures = [], []
+        for proc, log in zip(self.procs, self.logs, strict=True):
+            if proc.pid not in self.killed:
+                codes.append(proc.wait(60))
+                if codes[-1] != 0:
+                    tail = log.read_text(errors="replace").splitlines()[-15:]
+                    failures.append(f"{log.name} (pid {proc.pid}) exited {codes[-1]}:\n" + "\n".join(tail))
+        return codes, failures
 
 
 def executions(workdir: Path) -> dict[int, list[int]]:
@@ -195,7 +203,7 @@ async def drill(
                 outage_ended = time.time()
                 report.restarts += 1
         done.result()
-        report.exit_codes = workers.stop()
+        report.exit_codes, report.worker_failures = workers.stop()
         for task_id, index in ids.items():
             record = await app.get(task_id)
             if record is None or record.status != "success" or record.returning != index:

@@ -2,7 +2,8 @@
 
 python -m tests.chaos.run [--tasks N] [--backends sqlite,redis,postgres,kafka] [--kill-every S]
 
-kafka is opt-in and gets no server restart (Tansu keeps its data in memory only).
+kafka gets no server restart: the Tansu wheel keeps its data in memory only, so a restart
+would lose everything, acknowledged or not.
 """
 
 from __future__ import annotations
@@ -45,14 +46,14 @@ def backend(name: str, workdir: Path) -> Iterator[Backend]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
-    parser.add_argument("--backends", default="sqlite,redis,postgres")
+    parser.add_argument("--backends", default="sqlite,redis,postgres,kafka")
     parser.add_argument("--kill-every", type=float, default=3.0)
     args = parser.parse_args()
     reports: list[Report] = []
     for name in args.backends.split(","):
         with tempfile.TemporaryDirectory(prefix=f"qtasks-chaos-{name}-") as tmp, backend(name, Path(tmp)) as chosen:
             reports.append(asyncio.run(drill(chosen, Path(tmp), args.tasks, kill_every=args.kill_every)))
-        print(table(reports[-1:]), flush=True)
+        print(table(reports[-1:]), *reports[-1].worker_failures, sep="\n", flush=True)
     print("\n" + table(reports))
     bad = [r.backend for r in reports if r.lost or r.duplicates_unexplained or set(r.exit_codes) != {0}]
     if bad:

@@ -112,10 +112,25 @@ def postgres_injector(url: str) -> Inject:
     return inject
 
 
+def kafka_injector(url: str) -> Inject:
+    async def inject(app: QueueTasks, raw: bytes) -> None:
+        from aiokafka import AIOKafkaProducer
+        from qtasks_kafka.target import parse
+
+        target = parse(url)
+        producer = AIOKafkaProducer(bootstrap_servers=list(target.bootstrap), acks="all")
+        await producer.start()
+        try:  # a stranger producing onto the queue's topic with aiokafka: no key, no headers
+            await producer.send_and_wait(target.topic("default"), raw)
+        finally:
+            await producer.stop()
+
+    return inject
+
+
 @asynccontextmanager
-async def backend(
-    kind: str, tmp_path: Path, redis_url: str, postgres_dsn: str
-) -> AsyncIterator[tuple[QueueTasks, Inject]]:
+async def backend(kind: str, tmp_path: Path, servers: dict[str, str]) -> AsyncIterator[tuple[QueueTasks, Inject]]:
+    redis_url, postgres_dsn = servers.get("redis", ""), servers.get("postgres", "")
     if kind == "memory":
         app, inject = QueueTasks(broker="memory", storage="memory", max_payload=MAX_PAYLOAD), inject_memory
     elif kind == "redis":
@@ -124,6 +139,9 @@ async def backend(
     elif kind == "postgres":
         url = f"{postgres_dsn}{'&' if '?' in postgres_dsn else '?'}prefix=wire{time.monotonic_ns()}"
         app, inject = QueueTasks(broker=url, max_payload=MAX_PAYLOAD), postgres_injector(url)
+    elif kind == "kafka":
+        url = f"{servers['kafka']}{'&' if '?' in servers['kafka'] else '?'}prefix=wire{time.monotonic_ns()}"
+        app, inject = QueueTasks(broker=url, storage="memory", max_payload=MAX_PAYLOAD), kafka_injector(url)
     else:
         path = tmp_path / f"wire-{time.monotonic_ns()}.db"
         app, inject = QueueTasks(broker=f"sqlite:///{path}", max_payload=MAX_PAYLOAD), sqlite_injector(path)
@@ -142,15 +160,28 @@ async def backend(
 async def test_bad_messages_are_dead_lettered_and_good_ones_still_run(
     kind: str, tmp_path: Path, redis_url: str, postgres_dsn: str, bad: list[tuple[bytes, str]]
 ) -> None:
-    async with backend(kind, tmp_path, redis_url, postgres_dsn) as (app, inject), running_worker(app) as worker:
+    await drill(kind, tmp_path, {"redis": redis_url, "postgres": postgres_dsn}, bad)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bad=st.lists(BAD, min_size=1, max_size=4))
+async def test_bad_records_on_kafka_are_dead_lettered_and_good_ones_still_run(
+    tmp_path: Path, kafka_url: str, bad: list[tuple[bytes, str]]
+) -> None:
+    """The same drill on Kafka, with fewer examples: each one joins a consumer group of its own."""
+    await drill("kafka", tmp_path, {"kafka": kafka_url}, bad)
+
+
+async def drill(kind: str, tmp_path: Path, servers: dict[str, str], bad: list[tuple[bytes, str]]) -> None:
+    async with backend(kind, tmp_path, servers) as (app, inject), running_worker(app) as worker:
         good = []
         for raw, _ in bad:
             good.append(await app.add_task("ok", len(good)))
             await inject(app, raw)
         good.append(await app.add_task("ok", len(good)))
         for i, record in enumerate(good):
-            assert (await app.wait(record.id, 10)).returning == i
-        deadline = time.monotonic() + 10
+            assert (await app.wait(record.id, 30)).returning == i
+        deadline = time.monotonic() + 30
         while len(dead := await app.dead_letters(1000)) < len(bad) and time.monotonic() < deadline:
             await asyncio_sleep(0.02)
         assert worker.ready.is_set()

@@ -33,14 +33,121 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class _Server:
+    """One server process on a fixed port and work dir: ``start``, ``stop``, ``kill``, ``restart``.
+    A subclass says how to run it (``argv``, ``env``) and when it is up (``_ready``)."""
+
+    name = "server"  #: in error messages
+    stop_signal = signal.SIGTERM  #: ``stop()``: a clean shutdown
+    kill_signal = signal.SIGKILL  #: ``kill()``: a crash
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port, self.workdir = port, workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "server.log"
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        """Variables added to the environment the server inherits."""
+        return {}
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                env={**os.environ, **self.env()},
+                start_new_session=True,  # a Ctrl-C on pytest does not reach it; stop() does
+            )
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not start on port {self.port}:\n{self.tail()}")
+            time.sleep(0.01)
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int | None = None) -> None:
+        """Stop the process with ``sig`` (default ``stop_signal``), SIGKILL it if it is still
+        there after 10 s, and wait for it."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(self.stop_signal if sig is None else sig)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def kill(self) -> None:
+        self.stop(self.kill_signal)
+
+    def restart(self, down_for: float = 0.0, sig: int | None = None) -> None:
+        """Stop, stay down ``down_for`` seconds, start again on the same port and work dir."""
+        self.stop(sig)
+        time.sleep(down_for)
+        self.start()
+
+
+S = TypeVar("S", bound=_Server)
+
+
+@contextlib.contextmanager
+def _started(make: Callable[[int, Path], S], prefix: str) -> Iterator[S]:
+    """``make(port, workdir)`` started on a free port in a fresh temp dir; stopped and removed
+    afterwards."""
+    last_error: RuntimeError | None = None
+    for _ in range(3):  # another process may take the free port between choosing and binding
+        workdir = Path(tempfile.mkdtemp(prefix=f"qtasks-{prefix}-"))
+        server: S | None = None
+        try:
+            server = make(free_port(), workdir)
+            try:
+                server.start()
+            except RuntimeError as exc:
+                last_error = exc
+                if "in use" in str(exc).lower():
+                    continue
+                raise
+            yield server
+            return
+        finally:
+            if server is not None:
+                server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    raise last_error or RuntimeError(f"{prefix} server did not start")
+
+
+# --------------------------------------------------------------------------- Redis (Valkey)
 
 
 def redis_server_binary() -> str:
@@ -74,21 +181,20 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
-    """One server process on a fixed port, Unix socket and data dir: ``start``, ``stop``, ``kill``,
-    ``restart``. ``url`` is its TCP URL, ``unix_url`` the same server over the socket."""
+class RedisServer(_Server):
+    """One server process on a fixed port, Unix socket and data dir: ``start``, ``stop``
+    (SIGTERM: clean shutdown; SIGKILL: a crash), ``kill``, ``restart``. ``url`` is its TCP URL,
+    ``unix_url`` the same server over the socket."""
+
+    name = "redis server"
 
     def __init__(self, port: int, workdir: Path, persistent: bool = False, password: str | None = None) -> None:
-        self.port, self.workdir, self.persistent, self.password = port, workdir, persistent, password
+        super().__init__(port, workdir)
+        self.persistent, self.password = persistent, password
         self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
         self.socket = workdir / "redis.sock"
         self.unix_url = f"unix://{self.socket}?db=0"
         self.binary = redis_server_binary()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / "server.log"
 
     def argv(self) -> list[str]:
         durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
@@ -110,73 +216,15 @@ class RedisServer:
             *(["--requirepass", self.password] if self.password else []),
         ]
 
-    def start(self, timeout: float = 30.0) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                start_new_session=True,  # a Ctrl-C on pytest does not reach it; stop() does
-            )
-        deadline = time.monotonic() + timeout
-        while not _answers_ping(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis server did not start on port {self.port}:\n{self.tail()}")
-            time.sleep(0.01)
-
-    def tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the process (SIGTERM: clean shutdown; SIGKILL: a crash) and wait for it."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self, down_for: float = 0.0, sig: int = signal.SIGTERM) -> None:
-        """Stop, stay down ``down_for`` seconds, start again on the same port and data dir."""
-        self.stop(sig)
-        time.sleep(down_for)
-        self.start()
+    def _ready(self) -> bool:
+        return _answers_ping(self.port)
 
 
-@contextlib.contextmanager
-def redis_server(persistent: bool = False, password: str | None = None) -> Iterator[RedisServer]:
+def redis_server(
+    persistent: bool = False, password: str | None = None
+) -> contextlib.AbstractContextManager[RedisServer]:
     """A started server on a free port in a fresh temp dir; stopped and removed afterwards."""
-    last_error: RuntimeError | None = None
-    for _ in range(3):  # another process may take the free port between choosing and binding
-        workdir = Path(tempfile.mkdtemp(prefix="qtasks-redis-"))
-        server = RedisServer(free_port(), workdir, persistent, password)
-        try:
-            try:
-                server.start()
-            except RuntimeError as exc:
-                last_error = exc
-                if "in use" in str(exc).lower():
-                    continue
-                raise
-            yield server
-            return
-        finally:
-            server.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
-    raise last_error or RuntimeError("redis server did not start")
+    return _started(lambda port, workdir: RedisServer(port, workdir, persistent, password), "redis")
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -214,25 +262,29 @@ def _unprivileged() -> list[str]:
     return ["unshare", "--user", "--map-user=1000", "--map-group=1000", "--"]
 
 
-class PostgresServer:
-    """One PostgreSQL cluster on a fixed port and data dir: ``start``, ``stop``, ``kill``,
-    ``restart``. ``url`` is its TCP URL (user ``postgres``, database ``postgres``).
+class PostgresServer(_Server):
+    """One PostgreSQL cluster on a fixed port and data dir: ``start`` (``initdb`` first if the
+    data dir is empty), ``stop`` (SIGINT: fast shutdown; SIGQUIT: immediate, a crash that needs
+    recovery at the next start; SIGKILL only after 10 s), ``kill``, ``restart``. ``url`` is its
+    TCP URL (user ``postgres``, database ``postgres``).
 
     Durability: ``fsync=off`` and ``full_page_writes=off`` (only an operating-system crash could
     lose data), but ``synchronous_commit`` stays on: a crashed or killed server loses nothing it
     acknowledged, which is what the restart tests check.
     """
 
+    name = "postgres"
+    stop_signal = signal.SIGINT
+    #: a crash is an immediate shutdown, no checkpoint (SIGKILL would leave its backends behind,
+    #: holding the shared memory a new postmaster needs)
+    kill_signal = signal.SIGQUIT
+
     def __init__(self, port: int, workdir: Path, password: str | None = None) -> None:
-        self.port, self.workdir, self.password = port, workdir, password
+        super().__init__(port, workdir)
+        self.password = password
         self.data = workdir / "data"
         self.url = f"postgresql://postgres{f':{password}' if password else ''}@127.0.0.1:{port}/postgres"
         self.bin = postgres_bin_dir()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / "server.log"
 
     def init(self) -> None:
         """``initdb`` the data dir (trust, or scram-sha-256 with the password)."""
@@ -262,21 +314,7 @@ class PostgresServer:
     def start(self, timeout: float = 30.0) -> None:
         if not (self.data / "PG_VERSION").exists():
             self.init()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                start_new_session=True,  # a Ctrl-C on pytest does not reach it; stop() does
-            )
-        deadline = time.monotonic() + timeout
-        while not self._ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"postgres did not start on port {self.port}:\n{self.tail()}")
-            time.sleep(0.01)
+        super().start(timeout)
 
     def _ready(self) -> bool:
         """postmaster.pid says ``ready`` (its 8th line) and the port accepts connections."""
@@ -292,59 +330,10 @@ class PostgresServer:
         except OSError:
             return False
 
-    def tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
 
-    def stop(self, sig: int = signal.SIGINT) -> None:
-        """Stop the server (SIGINT: fast shutdown; SIGQUIT: immediate, a crash that needs
-        recovery at the next start; SIGKILL only after 10 s) and wait for it."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def kill(self) -> None:
-        """A crash: immediate shutdown, no checkpoint (SIGKILL would leave its backends behind,
-        holding the shared memory a new postmaster needs)."""
-        self.stop(signal.SIGQUIT)
-
-    def restart(self, down_for: float = 0.0, sig: int = signal.SIGINT) -> None:
-        """Stop, stay down ``down_for`` seconds, start again on the same port and data dir."""
-        self.stop(sig)
-        time.sleep(down_for)
-        self.start()
-
-
-@contextlib.contextmanager
-def postgres_server(password: str | None = None) -> Iterator[PostgresServer]:
+def postgres_server(password: str | None = None) -> contextlib.AbstractContextManager[PostgresServer]:
     """A started PostgreSQL on a free port in a fresh temp dir; stopped and removed afterwards."""
-    last_error: RuntimeError | None = None
-    for _ in range(3):  # another process may take the free port between choosing and binding
-        workdir = Path(tempfile.mkdtemp(prefix="qtasks-postgres-"))
-        server = PostgresServer(free_port(), workdir, password)
-        try:
-            try:
-                server.start()
-            except RuntimeError as exc:
-                last_error = exc
-                if "in use" in str(exc).lower():
-                    continue
-                raise
-            yield server
-            return
-        finally:
-            server.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
-    raise last_error or RuntimeError("postgres server did not start")
+    return _started(lambda port, workdir: PostgresServer(port, workdir, password), "postgres")
 
 
 # --------------------------------------------------------------------------- Kafka (Tansu)
@@ -378,7 +367,7 @@ def _answers_api_versions(port: int) -> bool:
         return False
 
 
-class KafkaServer:
+class KafkaServer(_Server):
     """Tansu on a fixed port with in-memory storage: ``start``, ``stop``, ``kill``. ``url`` is
     its ``kafka://`` URL with the short group timings Tansu needs (its rebalances take about two
     session timeouts). Memory storage: a restarted server has lost everything."""
@@ -386,80 +375,28 @@ class KafkaServer:
     #: Tansu waits out a fetch's full max wait, and its group timings scale with the session timeout.
     TIMINGS = "session_timeout_ms=1000&heartbeat_interval_ms=300&rebalance_timeout_ms=1000&fetch_max_wait_ms=10"
 
+    name = "tansu"
+
     def __init__(self, port: int, workdir: Path) -> None:
-        self.port, self.workdir = port, workdir
+        super().__init__(port, workdir)
         self.bootstrap = f"127.0.0.1:{port}"
         self.url = f"kafka://{self.bootstrap}?{self.TIMINGS}"
         self.binary = tansu_binary()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / "server.log"
 
     def argv(self) -> list[str]:
         listener = f"tcp://127.0.0.1:{self.port}"
-        return [self.binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener]
+        return [
+            *(self.binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener),
+            *("--storage-engine", "memory://tansu/"),
+        ]
 
-    def start(self, timeout: float = 30.0) -> None:
-        env = {**os.environ, "RUST_LOG": "warn", "STORAGE_ENGINE": "memory://tansu/"}
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*self.argv(), "--storage-engine", "memory://tansu/"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                env=env,
-                start_new_session=True,  # a Ctrl-C on pytest does not reach it; stop() does
-            )
-        deadline = time.monotonic() + timeout
-        while not _answers_api_versions(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"tansu did not start on port {self.port}:\n{self.tail()}")
-            time.sleep(0.01)
+    def env(self) -> dict[str, str]:
+        return {"RUST_LOG": "warn", "STORAGE_ENGINE": "memory://tansu/"}
 
-    def tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
+    def _ready(self) -> bool:
+        return _answers_api_versions(self.port)
 
 
-@contextlib.contextmanager
-def kafka_server() -> Iterator[KafkaServer]:
+def kafka_server() -> contextlib.AbstractContextManager[KafkaServer]:
     """A started Tansu on a free port in a fresh temp dir; stopped and removed afterwards."""
-    last_error: RuntimeError | None = None
-    for _ in range(3):  # another process may take the free port between choosing and binding
-        workdir = Path(tempfile.mkdtemp(prefix="qtasks-kafka-"))
-        server = KafkaServer(free_port(), workdir)
-        try:
-            try:
-                server.start()
-            except RuntimeError as exc:
-                last_error = exc
-                if "in use" in str(exc).lower():
-                    continue
-                raise
-            yield server
-            return
-        finally:
-            server.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
-    raise last_error or RuntimeError("tansu did not start")
+    return _started(KafkaServer, "kafka")

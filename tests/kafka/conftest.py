@@ -33,7 +33,3 @@ async def eventually(condition: Callable[[], object], timeout: float = 30.0, wha
     while not condition():
         assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
         await asyncio.sleep(0.05)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "kafka: needs the Kafka-protocol server")

@@ -1,29 +1,25 @@
 """The postgres broker and storage in one process, against the real server: wiring, bad input,
-group commit, wake-ups, reconnects. Worker processes are in test_processes.py."""
+group commit, wake-ups, reconnects. Worker processes, and what every backend does alike
+(connection errors, masked passwords), are in tests/backends."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import asyncpg
 import pytest
 from qtasks.asyncio import QueueTasks
-from qtasks.errors import ConfigError
 from qtasks.messages import Message, Record, Status
 from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
-from qtasks_postgres import PostgresBroker, PostgresStorage, PostgresUnavailable, database
+from qtasks_postgres import PostgresBroker, PostgresStorage
 from qtasks_postgres.target import parse
 
 from tests.postgres.conftest import eventually, with_params, with_prefix
-from tests.servers import free_port, postgres_server
 
 
 @asynccontextmanager
@@ -41,12 +37,6 @@ def table(app: QueueTasks, what: str) -> str:
     return str(app.broker.db.names.table(what))
 
 
-def test_importing_the_plugin_does_not_import_asyncpg() -> None:
-    code = "import sys, qtasks_postgres, qtasks_postgres.plugin; print('asyncpg' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
-
-
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 async def test_a_postgres_url_selects_both_components_sharing_one_pool(
     postgres_app_url: str, scheme: str, monkeypatch: pytest.MonkeyPatch
@@ -57,69 +47,6 @@ async def test_a_postgres_url_selects_both_components_sharing_one_pool(
         assert isinstance(app.broker, PostgresBroker) and isinstance(app.storage, PostgresStorage)
         assert app.storage.db is app.broker.db
         assert "postgres" in app.plugins.origins and app.plugins.origins["postgres"].startswith("qtasks-postgres")
-
-
-async def test_refused_connection_names_the_url_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(database, "STARTUP_WAIT", 0.3)  # tried again this long (the worker test waits the 3 s)
-    port = free_port()  # nothing listens there
-    app = QueueTasks(broker=f"postgresql://user:hunter2@127.0.0.1:{port}/db")
-    with pytest.raises(PostgresUnavailable) as caught:
-        await app.start()
-    message = str(caught.value)
-    assert f"cannot connect to PostgreSQL at postgresql://user:***@127.0.0.1:{port}/db" in message
-    assert "hunter2" not in message and "hunter2" not in repr(caught.value.__cause__)
-
-
-def test_worker_command_refused_at_start_is_a_clear_error(tmp_path: Path) -> None:
-    port = free_port()
-    (tmp_path / "tasks_app.py").write_text("from qtasks.asyncio import QueueTasks\napp = QueueTasks()\n")
-    env = {"QTASKS_BROKER": f"postgresql://qtasks:s3cret@127.0.0.1:{port}/db", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-m", "qtasks", "worker", "-A", "tasks_app:app", "--log-format", "none"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1
-    assert f"cannot connect to PostgreSQL at postgresql://qtasks:***@127.0.0.1:{port}/db" in done.stderr
-    assert "s3cret" not in done.stderr + done.stdout
-
-
-@pytest.mark.parametrize(
-    ("url", "words"),
-    [
-        ("postgresql://u:pa55@127.0.0.1:notaport/db", "bad PostgreSQL URL 'postgresql://u:***@127.0.0.1:notaport/db'"),
-        ("postgresql://u:pa55@127.0.0.1/db?prefix=Bad-Name", "bad prefix 'Bad-Name'"),
-        ("postgresql://u:pa55@127.0.0.1/db?schema=1x", "bad schema '1x'"),
-        ("postgresql://u:pa55@127.0.0.1/db?pool_size=0", "bad pool_size '0'"),
-    ],
-)
-async def test_a_bad_url_is_a_config_error_with_the_password_masked(url: str, words: str) -> None:
-    app = QueueTasks(broker=url)
-    with pytest.raises(ConfigError) as caught:
-        await app.start()
-    assert words in str(caught.value) and "pa55" not in str(caught.value)
-
-
-async def test_a_password_protected_server_works_and_a_wrong_password_is_named_masked() -> None:
-    with postgres_server(password="pw-0123") as server:
-        app = QueueTasks(broker=server.url)
-
-        @app.task
-        async def double(x: int) -> int:
-            return 2 * x
-
-        async with app, running_worker(app):
-            assert (await app.add_task("double", 4, timeout=10)).returning == 8
-        wrong = QueueTasks(broker=server.url.replace("pw-0123", "nope-999"))
-        with pytest.raises(PostgresUnavailable) as caught:
-            await wrong.start()
-        message = str(caught.value)
-        assert f"PostgreSQL at postgresql://postgres:***@127.0.0.1:{server.port}/postgres refused the login" in message
-        assert "password authentication failed" in message
-        assert "nope-999" not in message and "pw-0123" not in message
 
 
 async def test_the_schema_is_created_once_by_many_apps_starting_together(postgres_dsn: str) -> None:
@@ -321,21 +248,6 @@ async def test_statements_are_run_again_when_their_connections_are_killed(postgr
         await storage.save(Record(id="w1", name="t", status=Status.SUCCESS, returning=5), 60)
         got = await asyncio.wait_for(waiting, 15)  # woken although its listener was killed
         assert got is not None and got.returning == 5
-
-
-async def test_statements_fail_clearly_while_the_server_stays_away(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(database, "RECONNECT_FOR", 0.5)  # waited for this long (3 s by default)
-    with postgres_server(password="pw-away") as server:
-        app = QueueTasks(broker=server.url)
-        async with app:
-            assert await app.broker.depth("q") == 0
-            server.stop()
-            with pytest.raises(PostgresUnavailable) as caught:
-                await app.broker.depth("q")
-            assert f"postgresql://postgres:***@127.0.0.1:{server.port}/postgres" in str(caught.value)
-            assert "pw-away" not in str(caught.value)
-            server.start()
-            assert await app.broker.depth("q") == 0
 
 
 async def test_tasks_run_end_to_end_in_a_schema_of_their_own(postgres_dsn: str) -> None:

@@ -1,0 +1,155 @@
+"""What the worker-process tests share across backends: the tasks module the workers import,
+``Backend`` (a broker URL as the processes see it, with its settings and timeouts), and helpers
+to start workers and read what ran where."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from qtasks.asyncio import QueueTasks
+
+from tests.conftest import qtasks_cli
+
+TASKS = """
+import asyncio, os, signal, time
+from pathlib import Path
+from qtasks.asyncio import QueueTasks
+
+app = QueueTasks()  # QTASKS_BROKER (and for Kafka QTASKS_STORAGE=sqlite), else the SQLite default
+
+def mark(tag):
+    Path("runs").mkdir(exist_ok=True)
+    (Path("runs") / f"{tag}.{os.getpid()}.{time.time_ns()}").touch()
+
+@app.task
+async def sleepy(seconds: float, tag: str) -> int:
+    mark(tag)
+    await asyncio.sleep(seconds)
+    return os.getpid()
+
+@app.task
+async def quick(i: int) -> int:
+    with open(f"runs/quick.{os.getpid()}", "a") as log:  # one line per execution
+        log.write(f"{i}\\n")
+    await asyncio.sleep(0.05)
+    return os.getpid()
+
+@app.task
+async def poison() -> None:
+    mark("poison")
+    os.kill(os.getpid(), signal.SIGKILL)  # kills every worker that runs it
+"""
+
+
+def make_project(directory: Path) -> Path:
+    """``directory`` with the tasks module and an empty ``runs`` dir; the workers run there."""
+    (directory / "tasks_app.py").write_text(TASKS)
+    (directory / "runs").mkdir()
+    return directory
+
+
+def runs(project: Path, tag: str) -> list[tuple[int, int]]:
+    """(pid, start time ns) of every execution of the task tagged ``tag``, in start order."""
+    found = [p.name.split(".") for p in (project / "runs").glob(f"{tag}.*")]
+    return sorted(((int(pid), int(ns)) for _, pid, ns in found), key=lambda run: run[1])
+
+
+async def eventually(condition: Callable[[], object], timeout: float, what: str = "condition") -> None:
+    """Wait until ``condition()`` is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
+        await asyncio.sleep(0.05)
+
+
+def with_prefix(url: str) -> str:
+    """``url`` with names (keys, tables, topics and groups) of one test's own."""
+    return f"{url}{'&' if '?' in url else '?'}{urlencode({'prefix': 't' + uuid.uuid4().hex[:12]})}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend as the test and its worker processes see it. ``url`` None: the embedded SQLite
+    default (a ``qtasks.db`` in the project dir). Kafka keeps no records: its results go to a
+    SQLite file the processes share."""
+
+    name: str
+    url: str | None = None
+    storage: str | None = None
+    wait: float = 20.0  #: seconds a test waits for one result (or one worker's exit)
+    patience: float = 20.0  #: seconds a test waits for a task to start running
+    #: the worker options of the SIGKILL test (Kafka: the lease of a delivery is its partition)
+    kill_options: tuple[str, ...] = ("--lease", "1")
+    redelivered_within: float | None = None  #: seconds from a SIGKILL to the task's second start
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The worker processes' settings."""
+        env = {"QTASKS_BROKER": self.url} if self.url else {}
+        return {**env, "QTASKS_STORAGE": self.storage} if self.storage else env
+
+    def app(self) -> QueueTasks:
+        return QueueTasks(broker=self.url, storage=self.storage)
+
+    async def settle(self, members: int) -> None:
+        """Until ``members`` workers consume the default queue: Kafka's consumer group is stable
+        (a rebalance after that would hand partitions over while tasks run); nothing elsewhere."""
+        if self.name == "kafka":
+            assert self.url is not None
+            await wait_for_group(self.url, members)
+
+
+#: the session fixture that starts each backend's server (or takes it from QTASKS_TEST_*)
+FIXTURES = {"redis": "redis_url", "postgres": "postgres_dsn", "kafka": "kafka_url"}
+#: each backend's settings beyond its URL
+SETTINGS: dict[str, dict[str, Any]] = {
+    "sqlite": {"redelivered_within": 4.0},
+    "redis": {"redelivered_within": 3.0},
+    "postgres": {"wait": 30.0},
+    "kafka": {"storage": "sqlite", "wait": 60.0, "patience": 30.0, "kill_options": ("-c", "2")},
+}
+MARKS = {"redis": [pytest.mark.redis], "kafka": [pytest.mark.kafka]}
+
+
+def on(*names: str) -> pytest.MarkDecorator:
+    """Run the test once per backend named, its ``backend`` fixture set to that backend."""
+    params = [pytest.param(name, marks=MARKS.get(name, []), id=name) for name in names]
+    return pytest.mark.parametrize("backend_server", params, indirect=True)
+
+
+def start_worker(spawn: Any, backend: Backend, *extra: str, name: str = "worker", wait: bool = True, **env: str) -> Any:
+    argv = qtasks_cli("worker", "-A", "tasks_app:app", "--log-format", "json", *extra)
+    proc = spawn(argv, env={**backend.env, **env}, name=name)
+    if wait:
+        proc.wait_for("worker.started")
+    return proc
+
+
+async def wait_for_group(url: str, members: int, queue: str = "default", timeout: float = 60.0) -> None:
+    """Until the queue's consumer group is stable with ``members`` members (a rebalance after
+    that would hand partitions over while tasks run, which the tests do not want to measure)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from qtasks_kafka.target import parse
+
+    target = parse(url)
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(target.bootstrap))
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            (described,) = await admin.describe_consumer_groups([target.group_id(queue)])
+            (group,) = described.groups
+            if group[2] == "Stable" and len(group[5]) == members:
+                return
+            assert time.monotonic() < deadline, f"group not stable with {members} members: {group}"
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()

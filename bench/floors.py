@@ -314,3 +314,144 @@ async def postgres_floor(dsn: str, n: int, trips: int) -> Any:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["postgres-consume"]:
     asyncio.run(postgres_consume(sys.argv[2], int(sys.argv[3])))
+
+
+# --------------------------------------------------------------------------- kafka
+#
+# aiokafka directly: a submit is one send_and_wait (acks="all", keyed by the message id, onto a
+# topic of 8 partitions, as qtasks-kafka creates); a consumer process in a consumer group
+# (auto-commit off) reads batches with getmany and commits after each; a caller sends a request
+# and waits for the consumer's reply on a reply topic (the consumer produces it, then commits).
+# Fetch wait and group timings are those of the URL's options, with qtasks-kafka's defaults.
+
+#: qtasks-kafka's defaults (target.py) for the options the floor's clients use.
+KAFKA_DEFAULTS = {"session_timeout_ms": 10_000, "heartbeat_interval_ms": 3_000, "fetch_max_wait_ms": 20}
+
+
+def _kafka_options(url: str) -> tuple[list[str], dict[str, int]]:
+    """Bootstrap servers and the group consumer's timings from a ``kafka://`` URL."""
+    from urllib.parse import parse_qsl
+
+    netloc, _, query = url.removeprefix("kafka://").partition("?")
+    hosts = [h if ":" in h else f"{h}:9092" for h in netloc.rstrip("/").split(",")]
+    own = {k: int(v) for k, v in parse_qsl(query) if k in (*KAFKA_DEFAULTS, "rebalance_timeout_ms")}
+    timings = {**KAFKA_DEFAULTS, **own}
+    timings.setdefault("rebalance_timeout_ms", timings["session_timeout_ms"])
+    return hosts, timings
+
+
+def _kafka_producer(hosts: list[str]) -> Any:
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(bootstrap_servers=hosts, acks="all", enable_idempotence=False, linger_ms=0)
+
+
+async def kafka_consume(url: str, topic: str, reply_topic: str, n: int) -> None:
+    """The floor's worker process: one group consumer, getmany + one commit per batch.
+
+    First it drains ``n`` queued tasks and prints the rate (from before it joins the group, as
+    a worker's drain starts before its consumer joins); then it answers round trips (a reply
+    produced onto ``reply_topic`` per request, then the commit) until told to stop.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    hosts, timings = _kafka_options(url)
+    producer = _kafka_producer(hosts)
+    await producer.start()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=hosts,
+        group_id=f"{topic}-group",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **timings,
+    )
+    start = time.perf_counter()
+    await consumer.start()
+    done = 0
+    while done < n:
+        for batch in (await consumer.getmany(timeout_ms=1000)).values():
+            for record in batch:
+                json.loads(record.value)
+            done += len(batch)
+        await consumer.commit()
+    print(n / (time.perf_counter() - start), flush=True)
+    stop = False
+    while not stop:
+        for batch in (await consumer.getmany(timeout_ms=1000)).values():
+            for record in batch:
+                message = json.loads(record.value)
+                stop = stop or bool(message.get("stop"))
+                if not message.get("stop"):
+                    await producer.send_and_wait(reply_topic, REDIS_RESULT, key=record.key)
+        await consumer.commit()
+    await consumer.stop()
+    await producer.stop()
+
+
+async def kafka_floor(url: str, n: int, trips: int) -> Any:
+    """Producer: one send_and_wait per task; caller: send, then read the reply topic (no group)
+    up to its reply. The consumer is a separate process, as qtasks' worker is."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from run import Row
+
+    hosts, timings = _kafka_options(url)
+    base = f"floor-{uuid.uuid4().hex[:12]}"
+    topic, reply_topic, warmup = f"{base}.default", f"{base}-reply", f"{base}.warmup"
+    admin = AIOKafkaAdminClient(bootstrap_servers=hosts)
+    await admin.start()
+    replication = max(1, min(3, len((await admin.describe_cluster())["brokers"])))
+    wanted = [NewTopic(topic, 8, replication), NewTopic(reply_topic, 1, replication), NewTopic(warmup, 8, replication)]
+    await admin.create_topics(wanted)
+    await admin.close()
+    producer = _kafka_producer(hosts)
+    await producer.start()
+    replies = AIOKafkaConsumer(
+        bootstrap_servers=hosts, enable_auto_commit=False, fetch_max_wait_ms=timings["fetch_max_wait_ms"]
+    )
+    await replies.start()
+    consumer = None
+    try:
+        for i in range(200):  # warm up, as the qtasks row does
+            await producer.send_and_wait(warmup, _redis_message(i))
+        await producer.partitions_for(topic)
+        bodies = [_redis_message(i) for i in range(n)]
+        start = time.perf_counter()
+        for body in bodies:
+            await producer.send_and_wait(topic, body, key=json.loads(body)["id"].encode())
+        submit = n / (time.perf_counter() - start)
+
+        consumer = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "kafka-consume", url, topic, reply_topic, str(n), stdout=asyncio.subprocess.PIPE
+        )
+        assert consumer.stdout is not None
+        reply_tp = TopicPartition(reply_topic, 0)
+        replies.assign([reply_tp])
+        await replies.seek_to_end(reply_tp)
+        await replies.position(reply_tp)  # resolved now, before any reply can be written
+        drain = float(await consumer.stdout.readline())
+        latencies = []
+        for i in range(50 + trips):
+            body = _redis_message(i)
+            key = json.loads(body)["id"].encode()
+            t0 = time.perf_counter()
+            await producer.send_and_wait(topic, body, key=key)
+            while (await asyncio.wait_for(replies.getone(), 10)).key != key:
+                pass
+            if i >= 50:
+                latencies.append(time.perf_counter() - t0)
+        await producer.send_and_wait(topic, _redis_message(0, stop=True))
+        await asyncio.wait_for(consumer.wait(), 30)
+    finally:
+        if consumer is not None and consumer.returncode is None:
+            consumer.kill()
+            await consumer.wait()
+        await replies.stop()
+        await producer.stop()
+    p99 = sorted(latencies)[int(0.99 * len(latencies))]
+    return Row("aiokafka floor (send/getmany)", submit, drain, statistics.median(latencies) * 1000, p99 * 1000)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["kafka-consume"]:
+    asyncio.run(kafka_consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))

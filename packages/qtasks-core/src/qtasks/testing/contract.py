@@ -195,10 +195,11 @@ class BrokerContract:
             for i in range(40):
                 await one.publish(self.env(q, b"%d" % i))
             seen: list[bytes] = []
+            deadline = time.monotonic() + 30
 
-            async def consume(broker: Any) -> None:
-                while batch := await broker.fetch([q], 3, 10.0, 0.5):
-                    for d in batch:
+            async def consume(broker: Any) -> None:  # as workers do: an empty fetch is not the end
+                while len(seen) < 40 and time.monotonic() < deadline:
+                    for d in await broker.fetch([q], 3, 10.0, 0.5):
                         seen.append(d.body)
                         await d.ack()
 

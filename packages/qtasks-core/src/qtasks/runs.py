@@ -1,5 +1,6 @@
 """One run of a task: what hooks see (:class:`TaskRun`, :class:`Outcome`), what an echo task
-sees (:class:`TaskContext`), and the helpers the worker runs it with."""
+sees (:class:`TaskContext`), and the traceback a failed run keeps. How a run calls the
+function is in :mod:`qtasks.calls`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from qtasks.errors import TaskCancelError
 from qtasks.log import get_logger
@@ -21,8 +22,6 @@ from qtasks.tasks import TaskSpec
 if TYPE_CHECKING:
     from qtasks.app import QueueTasks
     from qtasks.worker import Worker
-
-T = TypeVar("T")
 
 
 class OutcomeKind(StrEnum):

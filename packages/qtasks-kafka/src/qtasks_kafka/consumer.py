@@ -69,6 +69,7 @@ class QueueConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self._paused: set[Any] = set()
         self._fresh: set[Any] = set()  #: assigned, not yet read to their end once
         self._settled = asyncio.Event()  #: set whenever a delivery settles
+        self._taken = asyncio.Event()  #: set whenever ``take`` hands records out
         self._background: set[asyncio.Future[None]] = set()
 
     # ------------------------------------------------------------------ life
@@ -149,7 +150,12 @@ class QueueConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         while True:
             try:
                 await self._tend()
-                self._throttle()
+                self._taken.clear()
+                if self._throttle():  # a full buffer: read on as soon as the worker takes from it
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_MS / 1000):
+                            await self._taken.wait()
+                    continue
                 batch = await self.consumer.getmany(timeout_ms=POLL_MS, max_records=self.buffer)
                 added = False
                 for tp, records in batch.items():
@@ -184,8 +190,10 @@ class QueueConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             self.joining_until = 0.0
             self.broker.wake()
 
-    def _throttle(self) -> None:
-        """Pause the partitions while enough is buffered; resume when it is taken."""
+    def _throttle(self) -> bool:
+        """Pause the partitions while enough is buffered; resume when half of it is taken.
+        True while paused: then there is nothing to poll for (a poll would sit out its timeout
+        while the worker empties the buffer)."""
         now = time.time()
         live = [s for s in self.states.values() if not s.suspended]
         due = held = 0
@@ -196,13 +204,16 @@ class QueueConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 else:
                     due += 1
         tps = {s.tp for s in live}
-        if due >= self.buffer or held >= HELD_FACTOR * self.buffer:
+        full = due >= self.buffer or held >= HELD_FACTOR * self.buffer
+        if full or (self._paused and due >= self.buffer // 2 and self._paused == tps):
             if self._paused != tps:
                 self.consumer.pause(*tps)
                 self._paused = tps
-        elif self._paused:
+            return bool(tps)
+        if self._paused:
             self.consumer.resume(*self._paused)
             self._paused = set()
+        return False
 
     async def _tend(self) -> None:
         """Re-queue held records still early after ``hold`` seconds (so one long delay never
@@ -249,6 +260,7 @@ class QueueConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     )
                     self.handouts.append((state, slot))
                 found.append(KafkaDelivery(self, state, slot, token))
+                self._taken.set()
         return found
 
     async def record_handouts(self) -> None:

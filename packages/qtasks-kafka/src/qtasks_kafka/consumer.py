@@ -151,12 +151,14 @@ class QueueConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             try:
                 await self._tend()
                 self._taken.clear()
+                poll_ms = POLL_MS
                 if self._throttle():  # a full buffer: read on as soon as the worker takes from it
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(POLL_MS / 1000):
                             await self._taken.wait()
-                    continue
-                batch = await self.consumer.getmany(timeout_ms=POLL_MS, max_records=self.buffer)
+                    self._throttle()
+                    poll_ms = 0  # polled all the same: a consumer that stops polling leaves its group
+                batch = await self.consumer.getmany(timeout_ms=poll_ms, max_records=self.buffer)
                 added = False
                 for tp, records in batch.items():
                     state = self.states.get(tp)

@@ -1,4 +1,4 @@
-"""Task semantics on every embedded backend: retries, priorities, delays, cancellation,
+"""Task semantics on every embedded backend and on redis: retries, priorities, delays, cancellation,
 chains, dead letters, statuses, tracebacks and retention."""
 
 from __future__ import annotations
@@ -17,10 +17,18 @@ from qtasks import Retry, Status, chain
 from qtasks.asyncio import QueueTasks
 from qtasks.testing import running_worker
 
+from tests.redis.conftest import with_prefix
 
-@pytest.fixture(params=["memory", "sqlite"])
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QueueTasks]:
-    spec = "memory" if request.param == "memory" else f"sqlite:///{tmp_path / 'semantics.db'}"
+    """An app on each embedded backend, and on redis: its worker starts a delivery whose record
+    the claim saw not final while the running record is still on its way (Delivery.fresh)."""
+    spec = {
+        "memory": lambda: "memory",
+        "sqlite": lambda: f"sqlite:///{tmp_path / 'semantics.db'}",
+        "redis": lambda: with_prefix(request.getfixturevalue("redis_url")),
+    }[request.param]()
     async with QueueTasks(broker=spec, storage=spec) as app:  # outlives the workers of a test
         yield app
 

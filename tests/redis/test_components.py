@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,6 +16,7 @@ from qtasks.messages import Message, Record, Status
 from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
 from qtasks_redis import RedisBroker, RedisStorage
+from qtasks_redis.client import RedisClient
 
 from tests.redis.conftest import with_prefix
 from tests.servers import redis_server
@@ -155,6 +157,35 @@ async def test_a_lapsed_lease_is_noticed_by_a_waiting_fetch_without_polling(redi
         assert again.count == 2 and time.monotonic() - start < 2.0
         assert await crashed.extend(5) is False
         await again.ack()
+
+
+async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record_is_not_final(
+    redis_app_url: str,
+) -> None:
+    app = QueueTasks(broker=redis_app_url)
+
+    @app.task
+    async def job(x: int) -> None: ...
+
+    async with app:
+        live = await job.add_task(1)
+        gone = await job.add_task(2)
+        assert await app.cancel(gone.id) is True
+        by_id = {app.decode(d.body).id: d for d in await app.broker.fetch(["default"], 5, 0.5, 2.0)}
+        assert (by_id[live.id].fresh, by_id[gone.id].fresh) == (True, False)
+        await by_id[gone.id].ack()
+        (again,) = await app.broker.fetch(["default"], 5, 30.0, 5.0)  # its lease lapsed
+        assert (again.count, again.fresh) == (2, False), "a redelivery may have run: not fresh"
+        await again.ack()
+    alone = RedisBroker(RedisClient(redis_app_url))  # records elsewhere: nothing to look at
+    await alone.start()
+    try:
+        await alone.publish(Envelope(str(uuid.uuid4()), "q", b"job"))
+        (delivery,) = await alone.fetch(["q"], 1, 30.0, 2.0)
+        assert delivery.fresh is False
+        await delivery.ack()
+    finally:
+        await alone.stop()
 
 
 async def test_a_cancelled_blocking_fetch_ends_at_once_and_loses_nothing(redis_app_url: str) -> None:

@@ -58,6 +58,10 @@ class Delivery(Protocol):
     Exactly one of ``ack``, ``nack`` or ``dead_letter`` settles it. A delivery whose lease has
     lapsed may have been given to another worker; settling it then must not disturb that other
     delivery (``extend`` returns False to say the lease is lost).
+
+    Optional ``fresh``: True if the broker saw, as it handed the message out, that its record was
+    not final; the worker then calls while the ``running`` record is on its way (so the storage
+    must send a save as it is called), and a cancel landing in between acts as on a running task.
     """
 
     body: bytes

@@ -52,19 +52,9 @@ class TaskSpec:
         object.__setattr__(self, "signature", inspect.signature(func))
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "queue": self.queue,
-            "priority": self.priority,
-            "echo": self.echo,
-            "max_time": self.max_time,
-            "retry": self.retry,
-            "retry_on_exc": [e.__name__ for e in self.retry_on_exc],
-            "tags": list(self.tags),
-            "description": self.description,
-            "signature": str(self.signature),
-        }
+        plain = ("name", "kind", "queue", "priority", "echo", "max_time", "retry", "description")
+        listed = {"retry_on_exc": [e.__name__ for e in self.retry_on_exc], "tags": list(self.tags)}
+        return {**{key: getattr(self, key) for key in plain}, **listed, "signature": str(self.signature)}
 
 
 def make_spec(func: Callable[..., Any], name: str | None = None, **options: Any) -> TaskSpec:

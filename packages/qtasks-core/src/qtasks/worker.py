@@ -148,6 +148,7 @@ class Worker:
                 task = asyncio.create_task(self._handle(delivery), context=clean.copy())
                 self._runs[task] = None
                 self._calling += 1
+            await asyncio.sleep(0)  # the runs take their first step (and send its writes) first
 
     async def _drain(self) -> None:
         pending = {t for t in self._runs if not t.done()}
@@ -260,7 +261,10 @@ class Worker:
         except TypeError as exc:
             return Outcome(OutcomeKind.REJECTED, exc=exc, reason=f"wrong arguments: {exc}")
         running = Record.from_message(message, Status.RUNNING, worker=self.id, started_at=run.started_at)
-        if not await self._persist(self.app.storage.save, running, self.app.config.result_ttl):
+        if getattr(run.delivery, "fresh", False):  # see Delivery: call now, the record is on its way
+            saving = asyncio.ensure_future(self.app.storage.save(running, self.app.config.result_ttl))
+            saving.add_done_callback(lambda f: f.cancelled() or f.exception())
+        elif not await self._persist(self.app.storage.save, running, self.app.config.result_ttl):
             stored = await self.app.storage.get(message.id)
             if stored is not None and stored.status == Status.CANCELLED:
                 return Outcome(OutcomeKind.CANCELLED, reason=stored.reason)

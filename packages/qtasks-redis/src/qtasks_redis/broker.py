@@ -47,11 +47,13 @@ class RedisDelivery:
     lease at once) takes them without a task each.
     """
 
-    __slots__ = ("_broker", "_keys", "_seq", "_token", "body", "count")
+    __slots__ = ("_broker", "_keys", "_seq", "_token", "body", "count", "fresh")
 
-    def __init__(self, broker: RedisBroker, keys: QueueKeys, seq: bytes, token: str, body: bytes, count: int) -> None:
+    def __init__(
+        self, broker: RedisBroker, keys: QueueKeys, seq: bytes, token: str, body: bytes, count: int, fresh: int
+    ) -> None:
         self._broker, self._keys, self._seq, self._token = broker, keys, seq, token
-        self.body, self.count = body, count
+        self.body, self.count, self.fresh = body, count, fresh == 1
 
     def ack(self) -> asyncio.Future[None]:
         args = (self._seq, self._token)
@@ -77,6 +79,9 @@ class RedisBroker:
 
     def __init__(self, client: RedisClient, dead_letter_ttl: float = 7 * 86400.0) -> None:
         self.client, self.dead_letter_ttl = client, dead_letter_ttl
+        #: Where the app's task records live when its storage is on this client (see
+        #: ``plugin.make_storage``): the claim then tells which deliveries are fresh.
+        self.records = ""
         #: per set of queues: loop time at which the first of their `later` entries falls due
         self._due: dict[tuple[str, ...], float | None] = {}
 
@@ -92,7 +97,7 @@ class RedisBroker:
         keys = self.client.keys
         k = keys.queue(envelope.queue)
         eta = "" if envelope.eta is None else round(envelope.eta * 1000)
-        args = (envelope.body, envelope.priority, eta)
+        args = (envelope.body, envelope.priority, eta, envelope.id)
         return self.client.script("publish", (keys.seq, k.ready, k.later, k.msgs, k.wake), args, _none)
 
     async def fetch(self, queues: Sequence[str], limit: int, lease: float, wait: float) -> list[Any]:
@@ -101,7 +106,9 @@ class RedisBroker:
         token = uuid.uuid4().hex
         claim_keys = (keys.seq, *keys.dead, *itertools.chain.from_iterable(k.claim for k in queue_keys))
         claim = evalsha(
-            script("claim"), claim_keys, (max(limit, 1), ms(lease), token, ms(self.dead_letter_ttl), *queues)
+            script("claim"),
+            claim_keys,
+            (max(limit, 1), ms(lease), token, ms(self.dead_letter_ttl), self.records, *queues),
         )
         wakes = [k.wake for k in queue_keys]
         memo = tuple(queues)
@@ -141,8 +148,8 @@ class RedisBroker:
 
     def _deliveries(self, queue_keys: list[QueueKeys], token: str, reply: list[Any]) -> list[RedisDelivery]:
         return [
-            RedisDelivery(self, queue_keys[reply[i] - 1], reply[i + 1], token, reply[i + 3], reply[i + 2])
-            for i in range(1, len(reply), 4)
+            RedisDelivery(self, queue_keys[reply[i] - 1], reply[i + 1], token, reply[i + 3], reply[i + 2], reply[i + 4])
+            for i in range(1, len(reply), 5)
         ]
 
     async def depth(self, queue: str) -> int:

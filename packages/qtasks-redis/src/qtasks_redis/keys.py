@@ -7,7 +7,7 @@ Per queue ``Q``:
 * ``<p>:q:Q:later`` -- sorted set of seqs scored by the time (ms) they fall due: delayed
   messages, delayed retries, and leased messages (score = lease deadline).
 * ``<p>:q:Q:msgs`` -- hash: ``seq`` -> body, ``seq:p`` -> priority (when not 0),
-  ``seq:n`` -> deliveries so far, ``seq:t`` -> token of the current lease.
+  ``seq:n`` -> deliveries so far, ``seq:t`` -> token of the current lease, ``seq:i`` -> task id.
 * ``<p>:q:Q:in`` -- list where a message body may be pushed by hand (``RPUSH``); the next fetch
   turns it into a message of priority 0.
 * ``<p>:q:Q:wake`` -- list holding at most one token; blocked fetches wait on it.

@@ -3,5 +3,5 @@
 local seq = ARGV[1]
 if redis.call('HGET', KEYS[2], seq .. ':t') ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], seq)
-redis.call('HDEL', KEYS[2], seq, seq .. ':p', seq .. ':n', seq .. ':t')
+redis.call('HDEL', KEYS[2], seq, seq .. ':p', seq .. ':n', seq .. ':t', seq .. ':i')
 return 1

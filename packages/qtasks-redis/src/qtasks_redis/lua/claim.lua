@@ -5,11 +5,15 @@
 -- Wake-ups: every script that leaves ready messages behind leaves a token in the queue's wake
 -- list (publish, nack, and this one while messages remain), so a fetch blocked on it never
 -- sleeps past a message it could take.
+-- Given where task records live (the storage on this server), each message is also marked
+-- fresh when its record is not final (not cancelled, not finished): the worker may then start
+-- the call while it stores the `running` record, rather than after.
 -- KEYS: seq, dead, dead_body, dead_info, then per queue: ready, later, msgs, inbox, wake
--- ARGV: limit, lease_ms, token, dead_ttl_ms, then the queue names
+-- ARGV: limit, lease_ms, token, dead_ttl_ms, record key prefix ('' for none), the queue names
 -- Returns {ms until the next entry of `later` is due (-1: none), then per message:
---          queue index, seq, delivery count, body}
+--          queue index, seq, delivery count, body, 1 if fresh else 0}
 local limit, lease_ms, token, dead_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local records = ARGV[5]
 local now = now_ms()
 local nq = (#KEYS - 4) / 5
 local function k(q, i) return KEYS[4 + (q - 1) * 5 + i] end
@@ -82,18 +86,25 @@ local out = {-1}
 local deadline = now + lease_ms
 for _, p in ipairs(picked) do
   local q, seq = p[1], p[2]
-  local body = redis.call('HGET', k(q, 3), seq)
+  local found = redis.call('HMGET', k(q, 3), seq, seq .. ':i')
+  local body, id = found[1], found[2]
   if body then
     local count = redis.call('HINCRBY', k(q, 3), seq .. ':n', 1)
     redis.call('HSET', k(q, 3), seq .. ':t', token)
     redis.call('ZADD', k(q, 2), deadline, seq)
+    local fresh = 0
+    if count == 1 and id and records ~= '' then
+      local head = redis.call('GETRANGE', records .. id, 0, 10)
+      if not FINAL[string.match(head, '^(%a+)\n') or ''] then fresh = 1 end
+    end
     out[#out + 1] = q
     out[#out + 1] = seq
     out[#out + 1] = count
     out[#out + 1] = body
+    out[#out + 1] = fresh
   else
-    redis.call('HDEL', k(q, 3), seq .. ':p', seq .. ':n', seq .. ':t')
-    bury(KEYS[2], KEYS[3], KEYS[4], seq, ARGV[4 + q], '',
+    redis.call('HDEL', k(q, 3), seq .. ':p', seq .. ':n', seq .. ':t', seq .. ':i')
+    bury(KEYS[2], KEYS[3], KEYS[4], seq, ARGV[5 + q], '',
          'queue entry ' .. seq .. ' has no message body (added by hand?)', now, dead_ttl)
   end
 end

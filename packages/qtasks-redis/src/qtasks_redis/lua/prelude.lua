@@ -4,6 +4,9 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The statuses of a final task record ("<status>\n<data>"), which is never overwritten.
+local FINAL = {success = true, error = true, cancelled = true, dead = true}
+
 -- Wake one blocked fetch of a queue; at most one token waits in the list.
 local function wake(key)
   if redis.call('LLEN', key) == 0 then

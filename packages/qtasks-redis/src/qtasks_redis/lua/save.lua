@@ -3,10 +3,7 @@
 -- submitting storage, or by wait.lua).
 -- KEYS: record, waiters    ARGV: status, data, ttl_ms, '1' if the status is final, task id
 local head = redis.call('GETRANGE', KEYS[1], 0, 10)
-local stored = string.match(head, '^(%a+)\n')
-if stored == 'success' or stored == 'error' or stored == 'cancelled' or stored == 'dead' then
-  return 0
-end
+if FINAL[string.match(head, '^(%a+)\n') or ''] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
 if ARGV[4] == '1' then
   local channels = redis.call('SMEMBERS', KEYS[2])

@@ -1,12 +1,16 @@
-"""The wire format: the packer and the pure-Python reply parser (used when hiredis is absent)."""
+"""The wire format: the packers (hiredis's when installed) and the pure-Python reply parser (used
+when hiredis is absent)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from qtasks.asyncio import QueueTasks
 from qtasks.testing import running_worker
 from qtasks_redis import connection
-from qtasks_redis.connection import ProtocolError, PyReader, pack
+from qtasks_redis.connection import ProtocolError, PyReader, pack, packer
 from redis.exceptions import ResponseError
 
 REPLIES = (
@@ -43,19 +47,22 @@ def test_pure_python_reader_rejects_what_is_not_resp2() -> None:
         reader.gets()
 
 
-def test_pack_writes_the_redis_protocol() -> None:
-    assert pack([("SET", b"k\r\n", 5, 1.5), ("PING",)]) == (
+@pytest.mark.parametrize("packs", [pack, packer()], ids=["python", "hiredis"])
+def test_pack_writes_the_redis_protocol(packs: Callable[[list[tuple[Any, ...]]], bytes]) -> None:
+    assert packs([("SET", b"k\r\n", 5, 1.5), ("PING",)]) == (
         b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$1\r\n5\r\n$3\r\n1.5\r\n*1\r\n$4\r\nPING\r\n"
     )
-    with pytest.raises(TypeError, match="cannot send NoneType"):
-        pack([("SET", None)])
+    odd = ("EVALSHA", "f" * 40, 2, "ü", b"\x00\xff", -3, 10**19, 0.1, 1e20)
+    assert packs([odd]) == pack([odd])
+    for wrong in (None, True):
+        with pytest.raises(TypeError):
+            packs([("SET", wrong)])
 
 
 @pytest.mark.redis
-async def test_tasks_run_end_to_end_with_the_pure_python_reader(
-    redis_app_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_tasks_run_end_to_end_without_hiredis(redis_app_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(connection, "reply_reader", PyReader)
+    monkeypatch.setattr(connection, "packer", lambda: pack)
     app = QueueTasks(broker=redis_app_url)
 
     @app.task
@@ -63,7 +70,7 @@ async def test_tasks_run_end_to_end_with_the_pure_python_reader(
         return "-".join(parts)
 
     async with app, running_worker(app):
-        assert isinstance(app.broker.client._pipe._reader, PyReader)
+        assert isinstance(app.broker.client._pipe._reader, PyReader) and app.broker.client._pipe._pack is pack
         assert (await app.add_task("join", "a", "b", timeout=10)).returning == "a-b"
         records = [await app.add_task("join", str(i)) for i in range(200)]
         assert [(await app.wait(r.id, 10)).returning for r in records] == [str(i) for i in range(200)]

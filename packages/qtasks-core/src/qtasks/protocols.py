@@ -58,15 +58,16 @@ class Delivery(Protocol):
     Exactly one of ``ack``, ``nack`` or ``dead_letter`` settles it. A delivery whose lease has
     lapsed may have been given to another worker; settling it then must not disturb that other
     delivery (``extend`` returns False to say the lease is lost).
-
-    Optional ``fresh``: True if the broker saw, as it handed the message out, that its record was
-    not final; the worker then calls while the ``running`` record is on its way (so the storage
-    must send a save as it is called), and a cancel landing in between acts as on a running task.
     """
 
     body: bytes
     #: How many times this message has been handed out, this time included.
     count: int
+    # Optional, read with getattr: ``fresh`` is True if the broker saw, atomically with handing
+    # the message out, that its task record was not final. The worker then calls the function at
+    # once and stores ``running`` only if the call yields (a call that ends in its first step goes
+    # straight to its final record), instead of calling after that save came back. A cancel that
+    # lands meanwhile acts as one on a running task.
 
     async def ack(self) -> None:
         """The message is done: remove it."""

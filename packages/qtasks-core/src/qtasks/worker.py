@@ -261,9 +261,8 @@ class Worker:
         except TypeError as exc:
             return Outcome(OutcomeKind.REJECTED, exc=exc, reason=f"wrong arguments: {exc}")
         running = Record.from_message(message, Status.RUNNING, worker=self.id, started_at=run.started_at)
-        if getattr(run.delivery, "fresh", False):  # see Delivery: call now, the record is on its way
-            saving = asyncio.ensure_future(self.app.storage.save(running, self.app.config.result_ttl))
-            saving.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if getattr(run.delivery, "fresh", False):  # see Delivery: call now; `running` once it yields
+            asyncio.get_running_loop().call_soon(self._running, run, running)
         elif not await self._persist(self.app.storage.save, running, self.app.config.result_ttl):
             stored = await self.app.storage.get(message.id)
             if stored is not None and stored.status == Status.CANCELLED:
@@ -286,6 +285,11 @@ class Worker:
             return Outcome(kind, exc=exc, reason=f"{type(exc).__name__}: {exc}", retry_in=delay)
         finally:
             run.calling = False
+
+    def _running(self, run: TaskRun, record: Record) -> None:
+        if run.calling:  # a call that ended in its first step goes straight to its final record
+            saving = asyncio.ensure_future(self.app.storage.save(record, self.app.config.result_ttl))
+            saving.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     # ------------------------------------------------------------------ settling
 

@@ -47,7 +47,8 @@ def pack(commands: Sequence[Command]) -> bytes:
     """Commands in the Redis protocol; arguments are bytes, str, int or float.
 
     redis-py's packer handles more types and options, and costs as much as the rest of a
-    command's client-side work; this one is all this package needs.
+    command's client-side work; this one is all this package needs (and hiredis's, in C, when
+    installed: see :func:`packer`).
     """
     out: list[bytes] = []
     for args in commands:
@@ -66,6 +67,14 @@ def pack(commands: Sequence[Command]) -> bytes:
                 raise TypeError(f"cannot send {kind.__name__} to Redis")
             out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
+
+
+def packer() -> Callable[[Sequence[Command]], bytes]:
+    try:
+        from hiredis import pack_command
+    except ImportError:
+        return pack
+    return lambda commands: b"".join([pack_command(args) for args in commands])
 
 
 class _Incomplete(Exception):
@@ -136,7 +145,7 @@ class Pipe(asyncio.Protocol):
 
     def __init__(self, shown: str, on_push: Callable[[Any], None] | None = None, eager: bool = True) -> None:
         self.shown, self._on_push, self._eager = shown, on_push, eager
-        self._reader = reply_reader()
+        self._reader, self._pack = reply_reader(), packer()
         self._waiting: deque[Entry] = deque()
         self._corked: list[Command] | None = None
         self._transport: asyncio.Transport | None = None
@@ -176,7 +185,7 @@ class Pipe(asyncio.Protocol):
             self._loop.call_soon(self._uncork)
             if self._eager:
                 assert self._transport is not None
-                self._transport.write(pack((args,)))  # the first of this turn: out at once
+                self._transport.write(self._pack((args,)))  # the first of this turn: out at once
                 self._corked = []
                 return
             self._corked = []
@@ -185,7 +194,7 @@ class Pipe(asyncio.Protocol):
     def _uncork(self) -> None:
         corked, self._corked = self._corked, None
         if corked and self._transport is not None and not self.lost.done():
-            self._transport.write(pack(corked))
+            self._transport.write(self._pack(corked))
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)

@@ -265,6 +265,30 @@ async def test_submitted_tasks_are_waited_for_without_a_round_trip(redis_app_url
     await r.aclose()
 
 
+async def test_a_new_record_arriving_after_the_final_one_does_not_leave_its_waiter_hanging(
+    redis_app_url: str,
+) -> None:
+    """The message is published before the ``new`` record: a quick worker may finish first."""
+    app = QueueTasks(broker=redis_app_url)
+    async with app:
+        storage = app.storage
+        assert await storage._replies.ready(5)
+        done = Record(id="late", name="t", status=Status.SUCCESS, returning=7)
+        assert await storage.save(done, 60)
+        assert await storage.save(Record(id="late", name="t"), 60) is False  # refused: final already
+        start = time.monotonic()
+        found = await storage.wait("late", 10)
+        assert found is not None and found.returning == 7 and time.monotonic() - start < 1.0
+        running = Record(id="slow", name="t", status=Status.RUNNING)
+        assert await storage.save(running, 60)
+        assert await storage.save(Record(id="slow", name="t"), 60) is False  # not over `running`
+        waiting = asyncio.ensure_future(storage.wait("slow", 10))
+        await asyncio.sleep(0.1)
+        assert await storage.save(Record(id="slow", name="t", status=Status.SUCCESS, returning=8), 60)
+        found = await asyncio.wait_for(waiting, 5)  # pushed: the late `new` joined the waiters
+        assert found is not None and found.returning == 8
+
+
 async def test_records_and_messages_are_plain_redis_values(redis_app_url: str) -> None:
     app = QueueTasks(broker=redis_app_url)
     r = raw(redis_app_url)

@@ -305,19 +305,19 @@ class QueueTasks(Admin):
 
     @home_loop
     async def submit(self, message: Message) -> Record:
-        """Store the message's ``new`` record and publish it; the record."""
+        """Publish the message and store its ``new`` record; the record."""
         await self.start()
         self._check_capabilities(message)
         record = Record.from_message(message)
 
         async def send(body: bytes) -> None:
-            # both at once: the save rules make the order irrelevant (a late `new` never
-            # overwrites what a fast worker already wrote)
-            saving = asyncio.ensure_future(self.storage.save(record, self.config.result_ttl))
+            # both at once, the message first (a worker starts on it sooner): the save rules make
+            # the order irrelevant (a late `new` never overwrites what a fast worker already wrote)
+            publishing = asyncio.ensure_future(self.broker.publish(self.envelope(message, body)))
             try:
-                await self.broker.publish(self.envelope(message, body))
+                await self.storage.save(record, self.config.result_ttl)
             finally:
-                await saving
+                await publishing
 
         await self.publish(message, send)
         return record

@@ -11,7 +11,9 @@ set (``<prefix>:w:<task id>``). A channel gets into that set in one of two ways:
 
 * once the subscription is up, every task this storage submits joins its channel to the set in
   the same script that inserts the ``new`` record: ``add_task(..., timeout=)`` then waits with
-  no round trip at all, and is woken with the final record in hand;
+  no round trip at all, and is woken with the final record in hand (the record follows the
+  message; should a quick worker store the final record first, ``new.lua`` says so and the
+  wait looks it up);
 * any other wait runs ``wait.lua``, which returns the record if it is final already and
   otherwise adds the channel, atomically: one round trip.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from functools import partial
 from typing import Any
 
 from qtasks.messages import FINAL, Record, Status
@@ -56,7 +59,7 @@ class RedisStorage:
         """Write the record unless a save rule forbids it; True if written.
 
         Returns an asyncio future rather than a coroutine (awaiting it is the same): ``add_task``
-        gathers it with the broker's publish, and gather then needs no task.
+        runs it beside the broker's publish, and needs no task for it.
         """
         keys, client = self.client.keys, self.client
         data = self._serializer.dumps(record.to_dict())
@@ -64,13 +67,25 @@ class RedisStorage:
         if record.status is Status.NEW:
             generation = self._replies.live
             channel = "" if generation is None else self._replies.channel
-            created = client.script("new", (keys.record(record.id), keys.waiters(record.id)), (data, px, channel), bool)
+            inserted = client.script(
+                "new",
+                (keys.record(record.id), keys.waiters(record.id)),
+                (data, px, channel),
+                partial(self._inserted, record.id),
+            )
             if generation is not None:
                 self._announce(record.id, generation)
-            return created
+            return inserted
         final = "1" if record.status in FINAL else "0"
         args = (record.status.value, data, px, final, record.id)
         return client.script("save", (keys.record(record.id), keys.waiters(record.id)), args, bool)
+
+    def _inserted(self, task_id: str, reply: int) -> bool:
+        """``new.lua``'s reply. 2: the task had finished already, so no push will come: a wait
+        looks the record up instead."""
+        if reply == 2:
+            self._announced.pop(task_id, None)
+        return reply == 1
 
     def _announce(self, task_id: str, generation: int) -> None:
         if len(self._announced) >= ANNOUNCED:

@@ -313,11 +313,12 @@ class QueueTasks(Admin):
         async def send(body: bytes) -> None:
             # both at once, the message first (a worker starts on it sooner): the save rules make
             # the order irrelevant (a late `new` never overwrites what a fast worker already wrote)
-            publishing = asyncio.ensure_future(self.broker.publish(self.envelope(message, body)))
+            publishing = self.broker.publish(self.envelope(message, body))  # runs in this task
+            saving = asyncio.ensure_future(self.storage.save(record, self.config.result_ttl))
             try:
-                await self.storage.save(record, self.config.result_ttl)
-            finally:
                 await publishing
+            finally:
+                await saving
 
         await self.publish(message, send)
         return record

@@ -1,11 +1,10 @@
 """The worker: fetch leased deliveries, run them, settle them. One asyncio implementation.
 
-Lease protocol (the same for every broker): a delivery is fetched with a short lease
-(``Config.lease``); while its task runs, the heartbeat loop renews the lease every
-``min(1 s, lease/4)``. If the worker dies, renewals stop and the broker hands the message to
-another worker within one lease. A task's record is saved before its delivery is acked, and a
-final record is never overwritten, so a redelivery after a crash sees the finished record and is
-acked without running again.
+Lease protocol (the same for every broker): a delivery is fetched with a short lease; while its
+task runs, the heartbeat renews it every ``min(1 s, lease/4)``. If the worker dies, renewals
+stop and another worker gets the message within one lease. A task's record is saved before its
+delivery is acked, and a final record is never overwritten, so a redelivery after a crash sees
+the finished record and is acked without running again.
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ class Worker:
         self._runs: dict[asyncio.Task[None], TaskRun | None] = {}  # every delivery held
         self._calling = 0  # deliveries not yet past their call: what `concurrency` limits
         self._stopping = False
-        self._fetcher: asyncio.Future[list[Delivery]] | None = None
+        self._fetcher: asyncio.Future[None] | None = None
         self._slot = asyncio.Event()
         self._hurry = asyncio.Event()
         #: Set once the worker has started and is about to fetch.
@@ -129,9 +128,9 @@ class Worker:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
-            self._fetcher = asyncio.ensure_future(self.app.broker.fetch(self.queues, free, self.lease, 5.0))
+            self._fetcher = asyncio.ensure_future(self._fetch(free, clean))  # it starts the runs
             try:
-                deliveries = await self._fetcher
+                await self._fetcher
                 backoff = 0.1
             except asyncio.CancelledError:
                 if self._stopping:
@@ -144,11 +143,12 @@ class Worker:
                 continue
             finally:
                 self._fetcher = None
-            for delivery in deliveries:
-                task = asyncio.create_task(self._handle(delivery), context=clean.copy())
-                self._runs[task] = None
-                self._calling += 1
             await asyncio.sleep(0)  # the runs take their first step (and send its writes) first
+
+    async def _fetch(self, free: int, clean: contextvars.Context) -> None:
+        for delivery in await self.app.broker.fetch(self.queues, free, self.lease, 5.0):
+            self._runs[asyncio.create_task(self._handle(delivery), context=clean.copy())] = None
+            self._calling += 1
 
     async def _drain(self) -> None:
         pending = {t for t in self._runs if not t.done()}

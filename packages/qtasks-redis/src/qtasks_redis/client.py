@@ -315,9 +315,24 @@ class _Blocking:
             self._pipe = await self._client.connect(eager=False)
             found = await _settled(self._pipe.send("CLIENT", "ID"))
             self._client_id = found if isinstance(found, int) else None
-        inflight = self._inflight = [self._pipe.send(*args) for args in commands]
+        # Replies come in order: the last one's arrival means all have come. It wakes the fetch
+        # right from the reply parser (``convert``), or, failed, from a done callback. The
+        # commands' own futures are never cancelled: unblock() may still want the replies.
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def arrived(reply: Any) -> Any:
+            if not done.done():
+                done.set_result(None)
+            return reply
+
+        *first, last = commands
+        inflight = self._inflight = [
+            *(self._pipe.send(*args) for args in first),
+            self._pipe.send(*last, convert=arrived),
+        ]
+        inflight[-1].add_done_callback(lambda _: arrived(None))
         async with asyncio.timeout(timeout + 10.0):  # a peer that vanished without closing the socket
-            await asyncio.wait(inflight)  # never cancels them: unblock() may still want the replies
+            await done
         replies = [f.exception() or f.result() for f in inflight]
         lost = next((r for r in replies if isinstance(r, RedisUnavailable)), None)
         if lost is not None:

@@ -93,7 +93,7 @@ class RedisBroker:
 
     def publish(self, envelope: Envelope) -> asyncio.Future[None]:
         """Add the message to its queue (one script). Returns an asyncio future, not a coroutine:
-        ``add_task`` gathers it with the storage's save, and gather then needs no task."""
+        it is sent the moment it is called, before ``add_task`` stores the record beside it."""
         keys = self.client.keys
         k = keys.queue(envelope.queue)
         eta = "" if envelope.eta is None else round(envelope.eta * 1000)

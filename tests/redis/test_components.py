@@ -279,6 +279,12 @@ async def test_a_new_record_arriving_after_the_final_one_does_not_leave_its_wait
         start = time.monotonic()
         found = await storage.wait("late", 10)
         assert found is not None and found.returning == 7 and time.monotonic() - start < 1.0
+        assert await storage.save(Record(id="late2", name="t", status=Status.SUCCESS, returning=9), 60)
+        inserting = storage.save(Record(id="late2", name="t"), 60)
+        waiting = asyncio.ensure_future(storage.wait("late2", 10))  # waits for a push, as announced
+        assert await inserting is False
+        found = await asyncio.wait_for(waiting, 2)  # woken by the reply that says no push will come
+        assert found is not None and found.returning == 9
         running = Record(id="slow", name="t", status=Status.RUNNING)
         assert await storage.save(running, 60)
         assert await storage.save(Record(id="slow", name="t"), 60) is False  # not over `running`

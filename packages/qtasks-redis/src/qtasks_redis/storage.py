@@ -81,10 +81,13 @@ class RedisStorage:
         return client.script("save", (keys.record(record.id), keys.waiters(record.id)), args, bool)
 
     def _inserted(self, task_id: str, reply: int) -> bool:
-        """``new.lua``'s reply. 2: the task had finished already, so no push will come: a wait
-        looks the record up instead."""
+        """``new.lua``'s reply. 2: the task had finished already, so no push will come: waits look
+        the record up instead (those already waiting are woken to do so)."""
         if reply == 2:
             self._announced.pop(task_id, None)
+            for fut in self._waiters.get(task_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
         return reply == 1
 
     def _announce(self, task_id: str, generation: int) -> None:

@@ -17,6 +17,7 @@ from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
 from qtasks_redis import RedisBroker, RedisStorage
 from qtasks_redis.client import RedisClient
+from redis.exceptions import ResponseError
 
 from tests.redis.conftest import with_prefix
 from tests.servers import redis_server
@@ -308,4 +309,42 @@ async def test_records_and_messages_are_plain_redis_values(redis_app_url: str) -
         (seq,) = await r.zrange(f"{prefix}:q:q:ready", 0, -1)
         assert await r.hget(f"{prefix}:q:q:msgs", seq) == b"body"
         assert await r.zscore(f"{prefix}:q:q:ready", seq) == 3
+        await app.broker.publish(Envelope("m2", "q", b"plain"))  # priority 0, no eta: posted
+        assert await r.lrange(f"{prefix}:q:q:posted", 0, -1) == [b"m2\nplain"]
+        assert await app.broker.depth("q") == 2
+    await r.aclose()
+
+
+async def test_posted_messages_keep_their_order_and_never_overtake_a_priority(redis_app_url: str) -> None:
+    """Priority 0 is posted and gets its seq at the claim; other priorities get theirs at once."""
+    async with QueueTasks(broker=redis_app_url) as app:
+        broker = app.broker
+        await broker.publish(Envelope("low", "q", b"low", priority=1))
+        for i in range(150):
+            await broker.publish(Envelope(f"p{i}", "q", b"%d" % i))
+        await broker.publish(Envelope("high", "q", b"high", priority=-1))
+        assert await broker.depth("q") == 152
+        first = await broker.fetch(["q"], 120, 30.0, 2.0)
+        rest = await broker.fetch(["q"], 200, 30.0, 2.0)
+        bodies = [d.body for d in first + rest]
+        assert bodies == [b"high", *(b"%d" % i for i in range(150)), b"low"]
+        assert await broker.depth("q") == 152  # leased, not settled
+        await asyncio.gather(*(d.ack() for d in first + rest))
+        assert await broker.depth("q") == 0
+
+
+async def test_a_broken_posted_list_fails_the_publish_loudly_until_a_claim_repairs_it(redis_app_url: str) -> None:
+    prefix = prefix_of(redis_app_url)
+    r = raw(redis_app_url)
+    async with QueueTasks(broker=redis_app_url) as app:
+        await r.set(f"{prefix}:q:q:posted", b"not a list")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await app.broker.publish(Envelope("m", "q", b"lost?"))
+        assert await app.broker.fetch(["q"], 5, 30.0, 0.0) == []  # the claim sets the key aside
+        assert await r.get(next(iter(await r.keys(f"{prefix}:q:q:posted:corrupt:*")))) == b"not a list"
+        await r.rpush(f"{prefix}:q:q:posted", b"no task id")  # pushed by hand: a body, no id
+        await app.broker.publish(Envelope("m", "q", b"kept"))
+        found = await app.broker.fetch(["q"], 5, 30.0, 2.0)
+        # only the posted message names its task (whose record is not final): fresh
+        assert [(d.body, d.fresh) for d in found] == [(b"no task id", False), (b"kept", True)]
     await r.aclose()

@@ -1,9 +1,11 @@
 """``redis`` broker: leased, at-least-once delivery with priorities, delays and dead letters.
 
-Every state change is one Lua script (see ``lua/``), so there is no moment at which a crash
-loses a message: a message is always in exactly one of its queue's ``ready`` and ``later``
-sorted sets (``later`` holds delayed messages and leased ones, scored by their deadline), and
-the claim script moves whatever fell due back to ``ready`` before it hands anything out. A
+Every state change is one atomic step (a Lua script of ``lua/``, or a push onto a list), so
+there is no moment at which a crash loses a message: a message is always in exactly one of its
+queue's ``ready`` and ``later`` sorted sets (``later`` holds delayed messages and leased ones,
+scored by their deadline) or, until its first claim, in its ``posted`` list; the claim script
+gives posted messages their seqs and moves whatever fell due back to ``ready`` before it hands
+anything out. A
 lease is fenced by a token, so a worker whose lease lapsed can neither settle nor renew the
 message that another worker now holds.
 
@@ -92,10 +94,20 @@ class RedisBroker:
         await self.client.close()
 
     def publish(self, envelope: Envelope) -> asyncio.Future[None]:
-        """Add the message to its queue (one script). Returns an asyncio future, not a coroutine:
-        it is sent the moment it is called, before ``add_task`` stores the record beside it."""
+        """Add the message to its queue. Returns an asyncio future, not a coroutine: it is sent
+        the moment it is called, before ``add_task`` stores the record beside it.
+
+        A message of priority 0 without an eta (the common case) is appended to the queue's
+        ``posted`` list, and a wake-up token left (at most one), in three plain commands rather
+        than a script: it costs the server a tenth as much, and the next claim gives it its
+        seq. The first command leaves at once; the others go with the record's.
+        """
         keys = self.client.keys
         k = keys.queue(envelope.queue)
+        if envelope.priority == 0 and envelope.eta is None:
+            entry = b"%s\n%s" % (envelope.id.encode(), envelope.body)
+            commands = (("RPUSH", k.posted, entry), ("RPUSH", k.wake, b"1"), ("LTRIM", k.wake, -1, -1))
+            return self.client.group(commands, _none)
         eta = "" if envelope.eta is None else round(envelope.eta * 1000)
         args = (envelope.body, envelope.priority, eta, envelope.id)
         return self.client.script("publish", (keys.seq, k.ready, k.later, k.msgs, k.wake), args, _none)
@@ -154,11 +166,11 @@ class RedisBroker:
 
     async def depth(self, queue: str) -> int:
         k = self.client.keys.queue(queue)
-        return int(await self.client.script("depth", (k.ready, k.later, k.inbox), ()))
+        return int(await self.client.script("depth", (k.ready, k.later, k.inbox, k.posted), ()))
 
     async def purge(self, queue: str) -> int:
         k = self.client.keys.queue(queue)
-        return int(await self.client.script("purge", (k.ready, k.later, k.msgs, k.inbox, k.wake), ()))
+        return int(await self.client.script("purge", (k.ready, k.later, k.msgs, k.inbox, k.wake, k.posted), ()))
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         if limit <= 0:

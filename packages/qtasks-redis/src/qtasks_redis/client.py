@@ -32,7 +32,7 @@ from qtasks.registry import mask_url
 from redis.asyncio import ConnectionPool
 from redis.exceptions import AuthenticationError
 
-from qtasks_redis.connection import Command, Convert, Entry, Pipe, RedisUnavailable, open_pipe
+from qtasks_redis.connection import Command, Convert, Entry, Pipe, RedisUnavailable, open_pipe, part
 from qtasks_redis.keys import Keys
 from qtasks_redis.scripts import NAMES, Script, script
 
@@ -180,6 +180,20 @@ class RedisClient:
             return pipe.send(*args, convert=convert)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue((args, fut, 0, convert))
+        return fut
+
+    def group(self, commands: Sequence[Command], convert: Convert = None) -> asyncio.Future[Any]:
+        """Issue ``commands`` in order, with one future for them all: the first error reply, or
+        else the last command's reply (passed through ``convert``)."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pipe = self._pipe
+        last = len(commands) - 1
+        for i, args in enumerate(commands):
+            entry = (args, fut, 0, convert if i == last else part)
+            if pipe is not None and pipe.alive:
+                pipe.resend(entry)
+            else:
+                self._queue(entry)
         return fut
 
     def script(

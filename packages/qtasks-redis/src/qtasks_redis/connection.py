@@ -31,6 +31,12 @@ Convert = Callable[[Any], Any] | None
 Entry = tuple[Command, "asyncio.Future[Any]", int, Convert]
 
 
+def part(reply: Any) -> Any:
+    """The ``convert`` of each command of a group (:meth:`RedisClient.group`) but the last: its
+    reply settles the group's future only if it is an error."""
+    return reply
+
+
 #: Error replies of a server that is up but not serving yet (or no longer): retried as outages.
 TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
@@ -220,7 +226,7 @@ class Pipe(asyncio.Protocol):
                 fut.set_exception(RedisUnavailable(f"Redis at {self.shown} is not ready: {reply}"))
             else:
                 fut.set_exception(reply)
-        else:
+        elif convert is not part:
             fut.set_result(reply if convert is None else convert(reply))
 
     def connection_lost(self, exc: Exception | None) -> None:

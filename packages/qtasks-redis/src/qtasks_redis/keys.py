@@ -8,6 +8,9 @@ Per queue ``Q``:
   messages, delayed retries, and leased messages (score = lease deadline).
 * ``<p>:q:Q:msgs`` -- hash: ``seq`` -> body, ``seq:p`` -> priority (when not 0),
   ``seq:n`` -> deliveries so far, ``seq:t`` -> token of the current lease, ``seq:i`` -> task id.
+* ``<p>:q:Q:posted`` -- list of messages published with priority 0 and no eta, as
+  ``"<task id>\n<body>"``, not yet given a seq: a publish is then three plain commands, not a
+  script, and the next claim moves them to ``ready`` in publish order.
 * ``<p>:q:Q:in`` -- list where a message body may be pushed by hand (``RPUSH``); the next fetch
   turns it into a message of priority 0.
 * ``<p>:q:Q:wake`` -- list holding at most one token; blocked fetches wait on it.
@@ -33,11 +36,12 @@ class QueueKeys:
     msgs: str
     inbox: str
     wake: str
+    posted: str
 
     @property
     def claim(self) -> tuple[str, ...]:
         """The keys the claim script takes for this queue, in its order."""
-        return (self.ready, self.later, self.msgs, self.inbox, self.wake)
+        return (self.ready, self.later, self.msgs, self.inbox, self.wake, self.posted)
 
 
 @dataclass
@@ -59,7 +63,9 @@ class Keys:
         found = self._queues.get(name)
         if found is None:
             base = f"{self.prefix}:q:{name}"
-            found = QueueKeys(name, f"{base}:ready", f"{base}:later", f"{base}:msgs", f"{base}:in", f"{base}:wake")
+            found = QueueKeys(
+                name, f"{base}:ready", f"{base}:later", f"{base}:msgs", f"{base}:in", f"{base}:wake", f"{base}:posted"
+            )
             self._queues[name] = found
         return found
 

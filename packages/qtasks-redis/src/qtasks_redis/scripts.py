@@ -40,7 +40,6 @@ NAMES = (
     "purge",
     "dead_letters",
     "purge_dead",
-    "new",
     "save",
     "wait",
 )

@@ -9,11 +9,11 @@ Waiting is pushed, never polled. A storage that waits subscribes once to a reply
 own, and the save of a final record publishes the record to every channel in the task's waiter
 set (``<prefix>:w:<task id>``). A channel gets into that set in one of two ways:
 
-* once the subscription is up, every task this storage submits joins its channel to the set in
-  the same script that inserts the ``new`` record: ``add_task(..., timeout=)`` then waits with
-  no round trip at all, and is woken with the final record in hand (the record follows the
-  message; should a quick worker store the final record first, ``new.lua`` says so and the
-  wait looks it up);
+* once the subscription is up, every task this storage submits joins its channel to the set
+  just before its ``new`` record is inserted (``SET NX GET``), in the same pipeline:
+  ``add_task(..., timeout=)`` then waits with no round trip of its own, and is woken with the
+  final record in hand (the record follows the message; should a quick worker store the final
+  record first, the ``SET`` finds it and the wait looks it up);
 * any other wait runs ``wait.lua``, which returns the record if it is final already and
   otherwise adds the channel, atomically: one round trip.
 
@@ -33,6 +33,7 @@ from qtasks.messages import FINAL, Record, Status
 from qtasks_redis.client import RedisClient
 from qtasks_redis.subscriber import Subscriber
 
+FINAL_NAMES = frozenset(status.value for status in FINAL)
 #: Tasks submitted while subscribed whose result has not come back yet, at most.
 ANNOUNCED = 100_000
 
@@ -65,30 +66,34 @@ class RedisStorage:
         data = self._serializer.dumps(record.to_dict())
         px = max(1, round(ttl * 1000))
         if record.status is Status.NEW:
+            # insert only (SET NX), and say what was there (GET): no script needed. The channel
+            # joins the waiter set first, so a final record stored after that is pushed to us,
+            # and one stored before is what the SET finds.
             generation = self._replies.live
-            channel = "" if generation is None else self._replies.channel
-            inserted = client.script(
-                "new",
-                (keys.record(record.id), keys.waiters(record.id)),
-                (data, px, channel),
-                partial(self._inserted, record.id),
-            )
-            if generation is not None:
-                self._announce(record.id, generation)
+            insert = ("SET", keys.record(record.id), b"new\n" + data, "NX", "PX", px, "GET")
+            if generation is None:
+                return client.group((insert,), partial(self._inserted, record.id))
+            waiters = keys.waiters(record.id)
+            commands = (("SADD", waiters, self._replies.channel), ("PEXPIRE", waiters, px), insert)
+            inserted = client.group(commands, partial(self._inserted, record.id))
+            self._announce(record.id, generation)
             return inserted
         final = "1" if record.status in FINAL else "0"
         args = (record.status.value, data, px, final, record.id)
         return client.script("save", (keys.record(record.id), keys.waiters(record.id)), args, bool)
 
-    def _inserted(self, task_id: str, reply: int) -> bool:
-        """``new.lua``'s reply. 2: the task had finished already, so no push will come: waits look
-        the record up instead (those already waiting are woken to do so)."""
-        if reply == 2:
+    def _inserted(self, task_id: str, found: bytes | None) -> bool:
+        """The reply of a ``new`` record's ``SET NX GET``: None if inserted, else the record that
+        was there. If that one is final, no push will come: waits look the record up instead
+        (those already waiting are woken to do so)."""
+        if found is None:
+            return True
+        if found.partition(b"\n")[0].decode(errors="replace") in FINAL_NAMES:
             self._announced.pop(task_id, None)
             for fut in self._waiters.get(task_id, ()):
                 if not fut.done():
                     fut.set_result(None)
-        return reply == 1
+        return False
 
     def _announce(self, task_id: str, generation: int) -> None:
         if len(self._announced) >= ANNOUNCED:

@@ -1,5 +1,6 @@
 -- Lease up to `limit` ready messages of one or more queues, lowest (priority, seq) first.
--- Before choosing, hand-pushed bodies become messages and everything due in `later` (delays,
+-- Before choosing, posted messages and hand-pushed bodies get their seqs (in the order they
+-- came) and everything due in `later` (delays,
 -- delayed nacks, lapsed leases) becomes ready; a lapsed lease loses its token, which fences
 -- the old holder out. A ready entry without a body is dead-lettered, never handed out.
 -- Wake-ups: every script that leaves ready messages behind leaves a token in the queue's wake
@@ -8,15 +9,37 @@
 -- Given where task records live (the storage on this server), each message is also marked
 -- fresh when its record is not final (not cancelled, not finished): the worker may then start
 -- the call while it stores the `running` record, rather than after.
--- KEYS: seq, dead, dead_body, dead_info, then per queue: ready, later, msgs, inbox, wake
+-- KEYS: seq, dead, dead_body, dead_info, then per queue: ready, later, msgs, inbox, wake, posted
 -- ARGV: limit, lease_ms, token, dead_ttl_ms, record key prefix ('' for none), the queue names
 -- Returns {ms until the next entry of `later` is due (-1: none), then per message:
 --          queue index, seq, delivery count, body, 1 if fresh else 0}
 local limit, lease_ms, token, dead_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local records = ARGV[5]
 local now = now_ms()
-local nq = (#KEYS - 4) / 5
-local function k(q, i) return KEYS[4 + (q - 1) * 5 + i] end
+local nq = (#KEYS - 4) / 6
+local function k(q, i) return KEYS[4 + (q - 1) * 6 + i] end
+
+-- Give `entries` (bodies, or "<task id>\n<body>" if `with_ids`) the next seqs, in order, and
+-- make them ready with priority 0.
+local function sequence(q, entries, with_ids)
+  local last = redis.call('INCRBY', KEYS[1], #entries) - #entries
+  local adds = {}
+  for i, entry in ipairs(entries) do
+    local seq = string.format('%016x', last + i)
+    local cut = with_ids and string.find(entry, '\n', 1, true)
+    if cut then
+      redis.call('HSET', k(q, 3), seq, string.sub(entry, cut + 1), seq .. ':i', string.sub(entry, 1, cut - 1))
+    else
+      redis.call('HSET', k(q, 3), seq, entry)
+    end
+    adds[#adds + 1] = 0
+    adds[#adds + 1] = seq
+    if #adds >= 2000 or i == #entries then
+      redis.call('ZADD', k(q, 1), unpack(adds))
+      adds = {}
+    end
+  end
+end
 
 local function next_due()
   local at = nil
@@ -36,17 +59,11 @@ for q = 1, nq do
   repair(k(q, 2), 'zset', nil, now)
   repair(k(q, 3), 'hash', nil, now)
   repair(k(q, 5), 'list', nil, now)
-  local raw = redis.call('LPOP', k(q, 4), 100)
-  if raw then
-    local adds = {}
-    for _, body in ipairs(raw) do
-      local seq = string.format('%016x', redis.call('INCR', KEYS[1]))
-      redis.call('HSET', k(q, 3), seq, body)
-      adds[#adds + 1] = 0
-      adds[#adds + 1] = seq
-    end
-    redis.call('ZADD', k(q, 1), unpack(adds))
-  end
+  repair(k(q, 6), 'list', nil, now)
+  local posted = redis.call('LPOP', k(q, 6), math.max(limit, 100))
+  if posted then sequence(q, posted, true) end
+  local pushed = redis.call('LPOP', k(q, 4), 100)
+  if pushed then sequence(q, pushed, false) end
   local due = redis.call('ZRANGEBYSCORE', k(q, 2), '-inf', now, 'LIMIT', 0, 1000)
   if #due > 0 then
     local adds, tokens = {}, {}
@@ -110,7 +127,7 @@ for _, p in ipairs(picked) do
 end
 for q = 1, nq do
   -- pass the baton: while ready messages remain, a token waits for the next fetch
-  if redis.call('EXISTS', k(q, 1)) == 1 then wake(k(q, 5)) end
+  if redis.call('EXISTS', k(q, 1), k(q, 4), k(q, 6)) > 0 then wake(k(q, 5)) end
 end
 local at = next_due()
 if at then out[1] = math.max(at - now, 0) end

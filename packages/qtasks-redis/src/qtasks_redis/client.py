@@ -186,13 +186,13 @@ class RedisClient:
         """Issue ``commands`` in order, with one future for them all: the first error reply, or
         else the last command's reply (passed through ``convert``)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        *first, last = commands
+        entries = [*((args, fut, 0, part) for args in first), (last, fut, 0, convert)]
         pipe = self._pipe
-        last = len(commands) - 1
-        for i, args in enumerate(commands):
-            entry = (args, fut, 0, convert if i == last else part)
-            if pipe is not None and pipe.alive:
-                pipe.resend(entry)
-            else:
+        if pipe is not None and pipe.alive:
+            pipe.resend(*entries)  # the group leaves in one write
+        else:
+            for entry in entries:
                 self._queue(entry)
         return fut
 

@@ -180,22 +180,26 @@ class Pipe(asyncio.Protocol):
         self.resend((args, fut, 0, convert))
         return fut
 
-    def resend(self, entry: Entry) -> None:
-        """Issue a command whose future exists already."""
-        args, fut = entry[0], entry[1]
+    def resend(self, *entries: Entry) -> None:
+        """Issue commands whose futures exist already (in one write if they are the first of
+        this turn)."""
         if not self.alive:
-            fut.set_exception(RedisUnavailable(f"lost Redis at {self.shown}"))
+            lost = RedisUnavailable(f"lost Redis at {self.shown}")
+            for entry in entries:
+                if not entry[1].done():
+                    entry[1].set_exception(lost)
             return
-        self._waiting.append(entry)
+        self._waiting.extend(entries)
+        commands = [entry[0] for entry in entries]
         if self._corked is None:
             self._loop.call_soon(self._uncork)
             if self._eager:
                 assert self._transport is not None
-                self._transport.write(self._pack((args,)))  # the first of this turn: out at once
+                self._transport.write(self._pack(commands))  # the first of this turn: out at once
                 self._corked = []
                 return
             self._corked = []
-        self._corked.append(args)
+        self._corked += commands
 
     def _uncork(self) -> None:
         corked, self._corked = self._corked, None

@@ -34,6 +34,8 @@ from qtasks_redis.client import RedisClient
 from qtasks_redis.subscriber import Subscriber
 
 FINAL_NAMES = frozenset(status.value for status in FINAL)
+#: Final records kept for a wait to come (see ``_inserted``), at most.
+FINISHED = 1_000
 #: Tasks submitted while subscribed whose result has not come back yet, at most.
 ANNOUNCED = 100_000
 
@@ -44,6 +46,8 @@ class RedisStorage:
         self._waiters: dict[str, list[asyncio.Future[Record | None]]] = {}
         #: task id -> subscription generation in which its waiter set got our channel
         self._announced: dict[str, int] = {}
+        #: final records that a submit found in place of its `new` one, before anyone waited
+        self._finished: dict[str, Record] = {}
         self._replies = Subscriber(
             client.connect, client.keys.reply(uuid.uuid4().hex), self._received, self._reset, client.shown
         )
@@ -84,15 +88,25 @@ class RedisStorage:
 
     def _inserted(self, task_id: str, found: bytes | None) -> bool:
         """The reply of a ``new`` record's ``SET NX GET``: None if inserted, else the record that
-        was there. If that one is final, no push will come: waits look the record up instead
-        (those already waiting are woken to do so)."""
+        was there. If that one is final, no push will come: it is handed to the waits (those
+        waiting now, or the next one)."""
         if found is None:
             return True
-        if found.partition(b"\n")[0].decode(errors="replace") in FINAL_NAMES:
+        status, _, data = found.partition(b"\n")
+        if status.decode(errors="replace") in FINAL_NAMES:
             self._announced.pop(task_id, None)
-            for fut in self._waiters.get(task_id, ()):
+            try:
+                record: Record | None = self._decode(data)
+            except Exception:
+                record = None  # not a record: the waiters look it up themselves
+            waiting = self._waiters.get(task_id)
+            if record is not None and not waiting:  # for the wait that add_task starts next
+                if len(self._finished) >= FINISHED:
+                    del self._finished[next(iter(self._finished))]
+                self._finished[task_id] = record
+            for fut in waiting or ():
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(record)
         return False
 
     def _announce(self, task_id: str, generation: int) -> None:
@@ -113,6 +127,9 @@ class RedisStorage:
     async def wait(self, task_id: str, timeout: float) -> Record | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        finished = self._finished.pop(task_id, None)
+        if finished is not None:
+            return finished
         announced = self._announced.get(task_id)
         pushed = announced is not None and announced == self._replies.live
         while True:
@@ -183,4 +200,5 @@ class RedisStorage:
                     fut.set_result(None)
 
     def delete(self, task_id: str) -> asyncio.Future[bool]:
+        self._finished.pop(task_id, None)
         return self.client.call("DEL", self.client.keys.record(task_id), convert=bool)

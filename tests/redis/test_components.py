@@ -34,6 +34,17 @@ def prefix_of(url: str) -> str:
     return url.split("prefix=")[1]
 
 
+def echo_app(url: str) -> QueueTasks:
+    """An app on ``url`` with one task, ``echo(x) -> x``."""
+    app = QueueTasks(broker=url)
+
+    @app.task
+    async def echo(x: int) -> int:
+        return x
+
+    return app
+
+
 async def test_a_redis_url_selects_both_components_sharing_one_client(
     redis_app_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,6 +91,31 @@ async def test_keys_of_the_wrong_type_are_repaired_not_fatal(redis_app_url: str)
             assert dead[0].body == b"garbage" and dead[0].reason.startswith("malformed message")
             assert await r.get(next(iter(await r.keys(f"{prefix}:q:default:msgs:corrupt:*")))) == b"oops"
             assert (await app.add_task("note", 4, timeout=10)).returning == 4
+    await r.aclose()
+
+
+async def test_keys_broken_while_a_worker_waits_are_repaired_and_nothing_is_lost(redis_app_url: str) -> None:
+    """Only a fetcher's first claim checks key types; later claims find a broken key on first use,
+    before they move anything, and the claim after that repairs the keys."""
+    app = echo_app(redis_app_url)
+    prefix = prefix_of(redis_app_url)
+    r = raw(redis_app_url)
+    async with app, running_worker(app):
+        assert (await app.add_task("echo", 1, timeout=10)).returning == 1  # the worker has claimed
+        for key in ("msgs", "later", "ready", "posted"):
+            await r.set(f"{prefix}:q:default:{key}", b"oops")
+            results = [await app.add_task("echo", i) for i in range(3)] if key != "posted" else []
+            if key == "posted":  # the publish itself fails loudly; the claim repairs the list
+                with pytest.raises(ResponseError, match="WRONGTYPE"):
+                    await app.add_task("echo", 0)
+                await r.rpush(f"{prefix}:q:default:wake", b"1")
+                deadline = time.monotonic() + 10
+                while await r.type(f"{prefix}:q:default:posted") != b"none":
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                results = [await app.add_task("echo", i) for i in range(3)]
+            assert [(await app.wait(rec.id, 10)).returning for rec in results] == [0, 1, 2], key
+            assert await r.keys(f"{prefix}:q:default:{key}:corrupt:*"), key
     await r.aclose()
 
 
@@ -245,12 +281,7 @@ async def test_a_waiter_is_woken_even_if_its_subscription_was_lost(redis_app_url
 
 
 async def test_submitted_tasks_are_waited_for_without_a_round_trip(redis_app_url: str) -> None:
-    app = QueueTasks(broker=redis_app_url)
-
-    @app.task
-    async def echo(x: int) -> int:
-        return x
-
+    app = echo_app(redis_app_url)
     r = raw(redis_app_url)
     prefix = prefix_of(redis_app_url)
     async with app, running_worker(app):
@@ -333,6 +364,15 @@ async def test_posted_messages_keep_their_order_and_never_overtake_a_priority(re
         assert bodies == [b"high", *(b"%d" % i for i in range(150)), b"low"]
         assert await broker.depth("q") == 152  # leased, not settled
         await asyncio.gather(*(d.ack() for d in first + rest))
+        assert await broker.depth("q") == 0
+        # nothing of priority 0 or better ready: posted messages are leased straight from their list
+        await broker.publish(Envelope("low2", "q", b"low2", priority=2))
+        for name in ("a", "b", "c"):
+            await broker.publish(Envelope(name, "q", name.encode()))
+        found = await broker.fetch(["q"], 10, 30.0, 2.0)
+        assert [d.body for d in found] == [b"a", b"b", b"c", b"low2"]
+        assert [d.count for d in found] == [1, 1, 1, 1]
+        await asyncio.gather(*(d.ack() for d in found))
         assert await broker.depth("q") == 0
 
 

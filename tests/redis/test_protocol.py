@@ -97,3 +97,28 @@ async def test_a_server_that_is_not_ready_is_an_outage_not_an_error(reply: bytes
     with pytest.raises(ResponseError, match="ERR wrong"):  # other error replies stay errors
         await asyncio.wait_for(later, 5)
     server.close()
+
+
+async def test_the_first_two_writes_of_a_turn_leave_at_once_and_the_rest_at_its_end() -> None:
+    import asyncio
+    import socket
+
+    ours, server = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    transport, pipe = await loop.create_connection(lambda: connection.Pipe("redis://test"), sock=ours)
+    writes: list[bytes] = []
+    write = transport.write
+    transport.write = lambda data: (writes.append(bytes(data)), write(data))[1]  # type: ignore[method-assign]
+    group = [(("SET", "k", "v"), loop.create_future(), 0, None), (("GET", "k"), loop.create_future(), 0, None)]
+    pipe.resend(*group)  # a group: one write
+    pipe.send("PING")
+    assert writes == [pack([("SET", "k", "v"), ("GET", "k")]), pack([("PING",)])]
+    pipe.send("ECHO", "a")
+    pipe.send("ECHO", "b")
+    assert len(writes) == 2  # held until the end of the turn ...
+    await asyncio.sleep(0)
+    assert writes[2:] == [pack([("ECHO", "a"), ("ECHO", "b")])]  # ... then together
+    pipe.send("PING")  # a new turn: at once again
+    assert writes[3:] == [pack([("PING",)])]
+    pipe.close()
+    server.close()

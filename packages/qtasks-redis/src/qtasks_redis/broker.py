@@ -103,7 +103,7 @@ class RedisBroker:
         A message of priority 0 without an eta (the common case) is appended to the queue's
         ``posted`` list, and a wake-up token left (at most one), in three plain commands rather
         than a script: it costs the server a tenth as much, and the next claim gives it its
-        seq. The first command leaves at once; the others go with the record's.
+        seq. They leave at once, in one write; the record's commands follow in another.
         """
         keys = self.client.keys
         k = keys.queue(envelope.queue)

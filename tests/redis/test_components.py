@@ -376,6 +376,26 @@ async def test_posted_messages_keep_their_order_and_never_overtake_a_priority(re
         assert await broker.depth("q") == 0
 
 
+async def test_a_claim_that_leaves_posted_messages_behind_leaves_a_wake_up_token(redis_app_url: str) -> None:
+    """The baton: the next fetch does not sleep past messages a claim left behind, and a claim
+    that took the last one leaves no token (a token is a wasted claim)."""
+    prefix = prefix_of(redis_app_url)
+    r = raw(redis_app_url)
+    wake = f"{prefix}:q:q:wake"
+    async with QueueTasks(broker=redis_app_url) as app:
+        for name in ("a", "b", "c"):
+            await app.broker.publish(Envelope(name, "q", name.encode()))
+        await r.delete(wake)  # the publishes' token: what is left now is the claims' doing
+        first = await app.broker.fetch(["q"], 2, 30.0, 0.0)
+        assert [d.body for d in first] == [b"a", b"b"] and await r.llen(wake) == 1
+        started = time.monotonic()
+        second = await app.broker.fetch(["q"], 2, 30.0, 5.0)
+        assert [d.body for d in second] == [b"c"] and time.monotonic() - started < 2.0
+        assert await r.llen(wake) == 0
+        await asyncio.gather(*(d.ack() for d in first + second))
+    await r.aclose()
+
+
 async def test_a_broken_posted_list_fails_the_publish_loudly_until_a_claim_repairs_it(redis_app_url: str) -> None:
     prefix = prefix_of(redis_app_url)
     r = raw(redis_app_url)

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from qtasks.builtin.sqlite import ACK, CLAIM, INSERT, SAVE, SCHEMA
+from qtasks.builtin.sqlite import ACK, CLAIM, FINAL_OF, INSERT, SAVE, SCHEMA
 
 T = TypeVar("T")
 
@@ -84,7 +84,7 @@ def _submit(records: sqlite3.Connection, queue: sqlite3.Connection, i: int) -> s
     task_id = str(uuid.uuid4())
     _tx(records, SAVE, [_record(task_id, "new", i)])
     body = json.dumps({"v": 1, "id": task_id, "name": "noop", "args": [i], "kwargs": {}}).encode()
-    _tx(queue, INSERT, [("default", 0, time.time(), body)])
+    _tx(queue, INSERT, [("default", 0, time.time(), body, task_id)])
     return task_id
 
 
@@ -94,10 +94,11 @@ def _drain_batch(records: sqlite3.Connection, queue: sqlite3.Connection, limit: 
     rows = queue.execute(CLAIM.format(queues="?"), (token, now + 10, "default", now, limit)).fetchall()
     if not rows:
         return 0
-    ids = [json.loads(body)["id"] for _, _, body, _ in rows]
-    _tx(records, SAVE, [_record(task_id, "running", 0) for task_id in ids])
+    ids = [json.loads(body)["id"] for _, _, body, _, _ in rows]
+    # which records are final already: none, so every call starts at once and `running` is skipped
+    queue.execute(FINAL_OF.format(ids=",".join("?" * len(ids))), ids).fetchall()
     _tx(records, SAVE, [_record(task_id, "success", 0) for task_id in ids])
-    _tx(queue, ACK, [(seq, token) for seq, _, _, _ in rows])
+    _tx(queue, ACK, [(seq, token) for seq, *_ in rows])
     return len(rows)
 
 

@@ -153,3 +153,24 @@ async def wait_for_group(url: str, members: int, queue: str = "default", timeout
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
+
+
+async def check_fresh_marks(broker: str) -> None:
+    """A broker that sees the task records as it hands a message out (redis with its storage on
+    the same server, sqlite with the records in its file) marks fresh only the first delivery of
+    a task whose record is not final."""
+    app = QueueTasks(broker=broker)
+
+    @app.task
+    async def job(x: int) -> None: ...
+
+    async with app:
+        live = await job.add_task(1)
+        gone = await job.add_task(2)
+        assert await app.cancel(gone.id) is True
+        by_id = {app.decode(d.body).id: d for d in await app.broker.fetch(["default"], 5, 0.5, 2.0)}
+        assert (by_id[live.id].fresh, by_id[gone.id].fresh) == (True, False)
+        await by_id[gone.id].ack()
+        (again,) = await app.broker.fetch(["default"], 5, 30.0, 5.0)  # its lease lapsed
+        assert (again.count, again.fresh) == (2, False), "a redelivery may have run: not fresh"
+        await again.ack()

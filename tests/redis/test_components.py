@@ -19,6 +19,7 @@ from qtasks_redis import RedisBroker, RedisStorage
 from qtasks_redis.client import RedisClient
 from redis.exceptions import ResponseError
 
+from tests.backends.kit import check_fresh_marks
 from tests.redis.conftest import with_prefix
 from tests.servers import redis_server
 
@@ -199,21 +200,7 @@ async def test_a_lapsed_lease_is_noticed_by_a_waiting_fetch_without_polling(redi
 async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record_is_not_final(
     redis_app_url: str,
 ) -> None:
-    app = QueueTasks(broker=redis_app_url)
-
-    @app.task
-    async def job(x: int) -> None: ...
-
-    async with app:
-        live = await job.add_task(1)
-        gone = await job.add_task(2)
-        assert await app.cancel(gone.id) is True
-        by_id = {app.decode(d.body).id: d for d in await app.broker.fetch(["default"], 5, 0.5, 2.0)}
-        assert (by_id[live.id].fresh, by_id[gone.id].fresh) == (True, False)
-        await by_id[gone.id].ack()
-        (again,) = await app.broker.fetch(["default"], 5, 30.0, 5.0)  # its lease lapsed
-        assert (again.count, again.fresh) == (2, False), "a redelivery may have run: not fresh"
-        await again.ack()
+    await check_fresh_marks(redis_app_url)
     alone = RedisBroker(RedisClient(redis_app_url))  # records elsewhere: nothing to look at
     await alone.start()
     try:

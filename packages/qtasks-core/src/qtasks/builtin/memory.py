@@ -110,9 +110,8 @@ class MemoryBroker:
         item.version += 1
         item.visible_at = visible_at
         if visible_at <= time.time() and item.token is None:
-            heapq.heappush(
-                self._ready.setdefault(item.envelope.queue, []), (item.envelope.priority, item.seq, item.version)
-            )
+            ready = self._ready.setdefault(item.envelope.queue, [])
+            heapq.heappush(ready, (item.envelope.priority, item.seq, item.version))
             self._signal.fire()
         else:
             heapq.heappush(self._timed, (visible_at, item.seq, item.version))

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from qtasks.builtin.sqlite_db import Database
+from qtasks.builtin.sqlite_db import Database, transaction
 from qtasks.builtin.wakeup import Wakeup
 from qtasks.hookspecs import hookimpl
 from qtasks.messages import FINAL, Record
@@ -32,7 +32,7 @@ _FINAL = tuple(s.value for s in FINAL)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS qtasks_queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, priority INTEGER NOT NULL,
-    visible_at REAL NOT NULL, body BLOB NOT NULL, token TEXT, count INTEGER NOT NULL DEFAULT 0);
+    visible_at REAL NOT NULL, body BLOB NOT NULL, token TEXT, count INTEGER NOT NULL DEFAULT 0, task_id TEXT);
 CREATE INDEX IF NOT EXISTS qtasks_queue_order ON qtasks_queue (queue, priority, seq);
 CREATE INDEX IF NOT EXISTS qtasks_queue_visible ON qtasks_queue (queue, visible_at);
 CREATE TABLE IF NOT EXISTS qtasks_dead (
@@ -43,13 +43,14 @@ CREATE TABLE IF NOT EXISTS qtasks_records (
 CREATE INDEX IF NOT EXISTS qtasks_records_expiry ON qtasks_records (expires_at);
 """
 #: The statements of the hot path, shared with the benchmark's raw-sqlite3 floor.
-INSERT = "INSERT INTO qtasks_queue (queue, priority, visible_at, body) VALUES (?, ?, ?, ?)"
+INSERT = "INSERT INTO qtasks_queue (queue, priority, visible_at, body, task_id) VALUES (?, ?, ?, ?, ?)"
 CLAIM = (
     "UPDATE qtasks_queue SET token = ?, count = count + 1, visible_at = ? WHERE seq IN "
     "(SELECT seq FROM qtasks_queue WHERE queue IN ({queues}) AND visible_at <= ? "
-    "ORDER BY priority, seq LIMIT ?) RETURNING seq, priority, body, count"
+    "ORDER BY priority, seq LIMIT ?) RETURNING seq, priority, body, count, task_id"
 )
 ACK = "DELETE FROM qtasks_queue WHERE seq = ? AND token = ?"
+FINAL_OF = f"SELECT id FROM qtasks_records WHERE status IN {_FINAL} AND id IN ({{ids}})"
 NACK = "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body) WHERE seq = ? AND token = ?"
 EXTEND = "UPDATE qtasks_queue SET visible_at = ? WHERE seq = ? AND token = ?"
 BURY = (
@@ -67,10 +68,10 @@ SWEEP = "DELETE FROM qtasks_records WHERE id IN (SELECT id FROM qtasks_records W
 
 
 class SqliteDelivery:
-    __slots__ = ("_broker", "_seq", "_token", "body", "count")
+    __slots__ = ("_broker", "_seq", "_token", "body", "count", "fresh")
 
-    def __init__(self, broker: SqliteBroker, seq: int, token: str, body: bytes, count: int) -> None:
-        self._broker, self._seq, self._token, self.body, self.count = broker, seq, token, body, count
+    def __init__(self, broker: SqliteBroker, token: str, seq: int, body: bytes, count: int, fresh: bool) -> None:
+        self._broker, self._seq, self._token, self.body, self.count, self.fresh = broker, seq, token, body, count, fresh
 
     async def ack(self) -> None:
         await self._broker._db.write(_execute, ACK, (self._seq, self._token))
@@ -103,9 +104,12 @@ class SqliteBroker:
         self._db, self._wake, self._dead_ttl = Database(path, SCHEMA), Wakeup(path), dead_letter_ttl
         self._ready: asyncio.Event | None = None
         self._notifying = False
+        #: Whether the app's task records are in this file (the storage shares the connection):
+        #: the claim then tells which deliveries are fresh (see ``Delivery``).
+        self.records_here = False
 
     async def start(self) -> None:
-        await self._db.run(lambda conn: None)  # connect and create the schema
+        await self._db.run(_add_task_id)  # connect, create the schema, update a file from before task_id
 
     async def stop(self) -> None:
         self._wake.close()
@@ -113,7 +117,7 @@ class SqliteBroker:
         await self._db.close()
 
     async def publish(self, envelope: Envelope) -> None:
-        row = (envelope.queue, envelope.priority, envelope.eta or time.time(), envelope.body)
+        row = (envelope.queue, envelope.priority, envelope.eta or time.time(), envelope.body, envelope.id)
         await self._db.write(_execute, INSERT, row)
         self._notify()
 
@@ -129,17 +133,18 @@ class SqliteBroker:
         self._notifying = False
         self._wake.notify("queue")  # other instances, any process
 
-    @staticmethod
     def _claim(
-        conn: sqlite3.Connection, queues: Sequence[str], limit: int, lease: float, token: str
-    ) -> tuple[list[tuple[int, int, bytes, int]], float | None]:
+        self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, lease: float, token: str
+    ) -> tuple[list[SqliteDelivery], float | None]:
         now, marks = time.time(), ",".join("?" * len(queues))
         rows = conn.execute(CLAIM.format(queues=marks), (token, now + lease, *queues, now, limit)).fetchall()
-        if rows:
-            return sorted(rows), None
-        (next_at,) = conn.execute(
-            f"SELECT min(visible_at) FROM qtasks_queue WHERE queue IN ({marks})", tuple(queues)
-        ).fetchone()
+        if rows:  # fresh: a first delivery whose task record, in this file, is not final
+            firsts = [row[4] for row in rows if row[3] == 1 and row[4] is not None and self.records_here]
+            final = conn.execute(FINAL_OF.format(ids=",".join("?" * len(firsts))), firsts).fetchall() if firsts else []
+            fresh = set(firsts).difference(task_id for (task_id,) in final)
+            return [SqliteDelivery(self, token, seq, body, n, i in fresh) for seq, _, body, n, i in sorted(rows)], None
+        sql = f"SELECT min(visible_at) FROM qtasks_queue WHERE queue IN ({marks})"
+        (next_at,) = conn.execute(sql, tuple(queues)).fetchone()
         return [], next_at
 
     async def fetch(self, queues: Sequence[str], limit: int, lease: float, wait: float) -> list[Any]:
@@ -155,13 +160,13 @@ class SqliteBroker:
             token = uuid.uuid4().hex
             job = asyncio.ensure_future(self._db.write(self._claim, queues, limit, lease, token))
             try:
-                rows, next_at = await asyncio.shield(job)
+                found, next_at = await asyncio.shield(job)
             except asyncio.CancelledError:
-                rows, _ = await job  # leased already: hand them straight back
-                await asyncio.gather(*(SqliteDelivery(self, r[0], token, r[2], r[3]).nack() for r in rows))
+                found, _ = await job  # leased already: hand them straight back
+                await asyncio.gather(*(delivery.nack() for delivery in found))
                 raise
-            if rows:
-                return [SqliteDelivery(self, seq, token, body, count) for seq, _, body, count in rows]
+            if found:
+                return found
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
@@ -170,15 +175,11 @@ class SqliteBroker:
             if self._ready is None:
                 left = min(left, 0.05)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), max(left, 0.001)) if self._ready else await asyncio.sleep(
-                    max(left, 0)
-                )
+                await asyncio.wait_for(self._ready.wait() if self._ready else asyncio.sleep(left), max(left, 0.001))
 
     async def depth(self, queue: str) -> int:
-        row = await self._db.run(
-            lambda c: c.execute("SELECT count(*) FROM qtasks_queue WHERE queue = ?", (queue,)).fetchone()
-        )
-        return int(row[0])
+        sql = "SELECT count(*) FROM qtasks_queue WHERE queue = ?"
+        return int((await self._db.run(lambda c: c.execute(sql, (queue,)).fetchone()))[0])
 
     async def purge(self, queue: str) -> int:
         cur = await self._db.write(lambda c: c.execute("DELETE FROM qtasks_queue WHERE queue = ?", (queue,)))
@@ -191,9 +192,8 @@ class SqliteBroker:
                 "SELECT seq, queue, body, reason, died_at FROM qtasks_dead ORDER BY seq LIMIT ?", (limit,)
             ).fetchall()
 
-        return [
-            DeadLetter(str(seq), q, body, reason, died) for seq, q, body, reason, died in await self._db.write(read)
-        ]
+        rows = await self._db.write(read)
+        return [DeadLetter(str(seq), q, body, reason, died) for seq, q, body, reason, died in rows]
 
     async def purge_dead(self, ids: Sequence[str] | None = None) -> int:
         if ids is None:
@@ -211,6 +211,8 @@ class SqliteStorage:
         # one thread instead of fighting over SQLite's write lock.
         self._db = broker._db if shared else Database(path, SCHEMA)
         self._owns_db = not shared
+        if shared:
+            broker.records_here = True
         self._wake, self._serializer = Wakeup(path), serializer
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._listening = False
@@ -285,6 +287,13 @@ class SqliteStorage:
     async def delete(self, task_id: str) -> bool:
         cur = await self._db.write(lambda c: c.execute("DELETE FROM qtasks_records WHERE id = ?", (task_id,)))
         return bool(cur.rowcount)
+
+
+def _add_task_id(conn: sqlite3.Connection) -> None:
+    # a file from before the task_id column gets it (its queued rows have none: never fresh)
+    if all(column[1] != "task_id" for column in conn.execute("PRAGMA table_info(qtasks_queue)")):
+        with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+            transaction(conn, lambda c: c.execute("ALTER TABLE qtasks_queue ADD COLUMN task_id TEXT"), begin=False)
 
 
 def sqlite_path(request: ComponentRequest) -> str:

@@ -1,0 +1,62 @@
+"""What only the embedded sqlite backend does: which deliveries are fresh, and files made before
+the queue table had a ``task_id`` column."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from qtasks.asyncio import QueueTasks
+from qtasks.messages import Message
+from qtasks.protocols import Envelope
+from qtasks.testing import running_worker
+
+from tests.backends.kit import check_fresh_marks
+
+#: qtasks_queue as files made before ``task_id`` have it, with a message queued the old way.
+OLD_QUEUE = """
+CREATE TABLE qtasks_queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, priority INTEGER NOT NULL,
+    visible_at REAL NOT NULL, body BLOB NOT NULL, token TEXT, count INTEGER NOT NULL DEFAULT 0);
+"""
+
+
+async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record_is_not_final(
+    sqlite_url: str,
+) -> None:
+    await check_fresh_marks(sqlite_url)
+    elsewhere = QueueTasks(broker=sqlite_url, storage="memory")  # records not in the file
+    async with elsewhere:
+        await elsewhere.broker.publish(Envelope("some-task", "default", b"job"))
+        (delivery,) = await elsewhere.broker.fetch(["default"], 1, 30.0, 2.0)
+        assert delivery.fresh is False
+        await delivery.ack()
+
+
+async def test_a_file_from_before_the_task_id_column_gets_it_and_its_queued_messages_run(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    app = QueueTasks(broker=f"sqlite:///{path}")
+
+    @app.task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    queued = Message(name="double", args=[21])
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_QUEUE)
+        conn.execute(
+            "INSERT INTO qtasks_queue (queue, priority, visible_at, body) VALUES ('default', 0, ?, ?)",
+            (time.time(), json.dumps(queued.to_wire()).encode()),
+        )
+    async with app:
+        with sqlite3.connect(path) as conn:
+            columns = [row[1] for row in conn.execute("PRAGMA table_info(qtasks_queue)")]
+        assert columns[-1] == "task_id"
+        async with running_worker(app):
+            old = await app.wait(queued.id, 10)  # no task id on its row: run after `running` is stored
+            new = await double.add_task(4, timeout=10)
+        assert (old.status, old.returning, new.status, new.returning) == ("success", 42, "success", 8)
+    async with QueueTasks(broker=f"sqlite:///{path}"):  # and the next start leaves it as it is
+        pass

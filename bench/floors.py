@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from qtasks.builtin.sqlite import ACK, CLAIM, FINAL_OF, INSERT, SAVE, SCHEMA
+from qtasks.builtin.sqlite import ACK, BACKLOG, CLAIM, CLAIM_BACKLOG, FINAL_OF, INSERT, READY, SAVE, SCHEMA
 
 T = TypeVar("T")
 
@@ -91,14 +91,16 @@ def _submit(records: sqlite3.Connection, queue: sqlite3.Connection, i: int) -> s
 def _drain_batch(records: sqlite3.Connection, queue: sqlite3.Connection, limit: int) -> int:
     token = uuid.uuid4().hex
     now = time.time()
-    rows = queue.execute(CLAIM.format(queues="?"), (token, now + 10, "default", now, limit)).fetchall()
+    (ready,) = queue.execute(READY.format(queues="?"), ("default", now, BACKLOG)).fetchone()
+    claim = (CLAIM_BACKLOG if ready >= BACKLOG else CLAIM).format(queues="?")
+    rows = queue.execute(claim, (token, now + 10, "default", now, limit)).fetchall()
     if not rows:
         return 0
     ids = [json.loads(body)["id"] for _, _, body, _, _ in rows]
     # which records are final already: none, so every call starts at once and `running` is skipped
     queue.execute(FINAL_OF.format(ids=",".join("?" * len(ids))), ids).fetchall()
     _tx(records, SAVE, [_record(task_id, "success", 0) for task_id in ids])
-    _tx(queue, ACK, [(seq, token) for seq, *_ in rows])
+    _tx(queue, ACK, [(seq, token) for _, seq, *_ in rows])
     return len(rows)
 
 

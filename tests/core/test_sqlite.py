@@ -3,12 +3,14 @@ the queue table had a ``task_id`` column."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
 from pathlib import Path
 
 from qtasks.asyncio import QueueTasks
+from qtasks.builtin.sqlite import BACKLOG, CLAIM, CLAIM_BACKLOG, READY
 from qtasks.messages import Message
 from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
@@ -60,3 +62,27 @@ async def test_a_file_from_before_the_task_id_column_gets_it_and_its_queued_mess
         assert (old.status, old.returning, new.status, new.returning) == ("success", 42, "success", 8)
     async with QueueTasks(broker=f"sqlite:///{path}"):  # and the next start leaves it as it is
         pass
+
+
+async def test_a_backlog_is_claimed_in_priority_order_by_walking_the_priority_index(sqlite_url: str) -> None:
+    """With BACKLOG or more rows ready, the claim walks the (queue, priority, seq) index and stops
+    after its limit, instead of reading and sorting every ready row; the order is the same."""
+    async with QueueTasks(broker=sqlite_url, storage="memory") as app:
+        broker = app.broker
+        later = time.time() + 3600
+        await asyncio.gather(*(broker.publish(Envelope(f"d{i}", "default", b"delayed", 0, later)) for i in range(5)))
+        await asyncio.gather(*(broker.publish(Envelope(f"b{i}", "default", b"bulk", 5)) for i in range(BACKLOG)))
+        await asyncio.gather(*(broker.publish(Envelope(f"u{i}", "default", b"%d" % i, 1)) for i in range(10)))
+        found = await broker.fetch(["default"], 15, 30.0, 1.0)
+        assert [d.body for d in found] == [b"%d" % i for i in range(10)] + [b"bulk"] * 5
+        await asyncio.gather(*(d.ack() for d in found))
+        with sqlite3.connect(sqlite_url.split(":///", 1)[1]) as conn:
+            plans = {
+                name: " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.format(queues='?')}", args))
+                for name, sql in (("backlog", CLAIM_BACKLOG), ("few", CLAIM))
+                for args in [("t", 0.0, "default", time.time(), 50)]
+            }
+            (ready,) = conn.execute(READY.format(queues="?"), ("default", time.time(), BACKLOG)).fetchone()
+        assert ready == BACKLOG - 5, "the claim took 5 of the bulk: this backlog is just under the line now"
+        assert "qtasks_queue_order" in plans["backlog"] and "TEMP B-TREE" not in plans["backlog"]
+        assert "qtasks_queue_visible" in plans["few"], "few ready rows: read them by visibility, skip the delayed"

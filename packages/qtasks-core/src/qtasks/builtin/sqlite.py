@@ -47,8 +47,14 @@ INSERT = "INSERT INTO qtasks_queue (queue, priority, visible_at, body, task_id) 
 CLAIM = (
     "UPDATE qtasks_queue SET token = ?, count = count + 1, visible_at = ? WHERE seq IN "
     "(SELECT seq FROM qtasks_queue WHERE queue IN ({queues}) AND visible_at <= ? "
-    "ORDER BY priority, seq LIMIT ?) RETURNING seq, priority, body, count, task_id"
+    "ORDER BY priority, seq LIMIT ?) RETURNING priority, seq, body, count, task_id"
 )
+#: CLAIM when many rows are ready (BACKLOG of READY): ``+visible_at`` keeps SQLite off the
+#: visible_at index, which reads and sorts every ready row, and on the (queue, priority, seq) one,
+#: whose walk stops after the limit (for one queue; for several, SQLite sorts either way). With
+#: few rows ready the visible_at index is the right one: it skips delayed and leased rows.
+CLAIM_BACKLOG, BACKLOG = CLAIM.replace("AND visible_at <=", "AND +visible_at <="), 1000
+READY = "SELECT count(*) FROM (SELECT 1 FROM qtasks_queue WHERE queue IN ({queues}) AND visible_at <= ? LIMIT ?)"
 ACK = "DELETE FROM qtasks_queue WHERE seq = ? AND token = ?"
 FINAL_OF = f"SELECT id FROM qtasks_records WHERE status IN {_FINAL} AND id IN ({{ids}})"
 NACK = "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body) WHERE seq = ? AND token = ?"
@@ -104,9 +110,6 @@ class SqliteBroker:
         self._db, self._wake, self._dead_ttl = Database(path, SCHEMA), Wakeup(path), dead_letter_ttl
         self._ready: asyncio.Event | None = None
         self._notifying = False
-        #: Whether the app's task records are in this file (the storage shares the connection):
-        #: the claim then tells which deliveries are fresh (see ``Delivery``).
-        self.records_here = False
 
     async def start(self) -> None:
         await self._db.run(_add_task_id)  # connect, create the schema, update a file from before task_id
@@ -137,20 +140,21 @@ class SqliteBroker:
         self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, lease: float, token: str
     ) -> tuple[list[SqliteDelivery], float | None]:
         now, marks = time.time(), ",".join("?" * len(queues))
-        rows = conn.execute(CLAIM.format(queues=marks), (token, now + lease, *queues, now, limit)).fetchall()
+        (ready,) = conn.execute(READY.format(queues=marks), (*queues, now, BACKLOG)).fetchone()
+        claim = (CLAIM_BACKLOG if ready >= BACKLOG else CLAIM).format(queues=marks)
+        rows = conn.execute(claim, (token, now + lease, *queues, now, limit)).fetchall()
         if rows:  # fresh: a first delivery whose task record, in this file, is not final
-            firsts = [row[4] for row in rows if row[3] == 1 and row[4] is not None and self.records_here]
+            firsts = [row[4] for row in rows if row[3] == 1 and row[4] is not None and self._db.holds_records]
             final = conn.execute(FINAL_OF.format(ids=",".join("?" * len(firsts))), firsts).fetchall() if firsts else []
             fresh = set(firsts).difference(task_id for (task_id,) in final)
-            return [SqliteDelivery(self, token, seq, body, n, i in fresh) for seq, _, body, n, i in sorted(rows)], None
+            return [SqliteDelivery(self, token, seq, body, n, i in fresh) for _, seq, body, n, i in sorted(rows)], None
         sql = f"SELECT min(visible_at) FROM qtasks_queue WHERE queue IN ({marks})"
         (next_at,) = conn.execute(sql, tuple(queues)).fetchone()
         return [], next_at
 
     async def fetch(self, queues: Sequence[str], limit: int, lease: float, wait: float) -> list[Any]:
         if self._ready is None:
-            self._ready = asyncio.Event()
-            ready = self._ready
+            ready = self._ready = asyncio.Event()
             if not self._wake.listen("queue", lambda _: ready.set()):
                 self._ready = None
         deadline = time.monotonic() + wait
@@ -196,11 +200,9 @@ class SqliteBroker:
         return [DeadLetter(str(seq), q, body, reason, died) for seq, q, body, reason, died in rows]
 
     async def purge_dead(self, ids: Sequence[str] | None = None) -> int:
-        if ids is None:
-            cur = await self._db.write(lambda c: c.execute("DELETE FROM qtasks_dead"))
-            return int(cur.rowcount)
-        keys = [(int(i),) for i in ids if i.isdigit()]
-        cur = await self._db.write(lambda c: c.executemany("DELETE FROM qtasks_dead WHERE seq = ?", keys))
+        keys = None if ids is None else [(int(i),) for i in ids if i.isdigit()]
+        sql = "DELETE FROM qtasks_dead" + ("" if keys is None else " WHERE seq = ?")
+        cur = await self._db.write(lambda c: c.execute(sql) if keys is None else c.executemany(sql, keys))
         return int(cur.rowcount)
 
 
@@ -211,8 +213,7 @@ class SqliteStorage:
         # one thread instead of fighting over SQLite's write lock.
         self._db = broker._db if shared else Database(path, SCHEMA)
         self._owns_db = not shared
-        if shared:
-            broker.records_here = True
+        self._db.holds_records = True  # a broker on the same file then tells fresh deliveries
         self._wake, self._serializer = Wakeup(path), serializer
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._listening = False

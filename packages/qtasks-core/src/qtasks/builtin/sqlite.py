@@ -144,7 +144,7 @@ class SqliteBroker:
         claim = (CLAIM_BACKLOG if ready >= BACKLOG else CLAIM).format(queues=marks)
         rows = conn.execute(claim, (token, now + lease, *queues, now, limit)).fetchall()
         if rows:  # fresh: a first delivery whose task record, in this file, is not final
-            firsts = [row[4] for row in rows if row[3] == 1 and row[4] is not None and self._db.holds_records]
+            firsts = [row[4] for row in rows if row[3] == 1 and row[4] is not None] if self._db.holds_records else []
             final = conn.execute(FINAL_OF.format(ids=",".join("?" * len(firsts))), firsts).fetchall() if firsts else []
             fresh = set(firsts).difference(task_id for (task_id,) in final)
             return [SqliteDelivery(self, token, seq, body, n, i in fresh) for _, seq, body, n, i in sorted(rows)], None

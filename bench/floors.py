@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from qtasks.builtin.sqlite import ACK, BACKLOG, CLAIM, CLAIM_BACKLOG, FINAL_OF, INSERT, READY, SAVE, SCHEMA
+from qtasks.builtin.sqlite import ACK, BACKLOG, FINAL_OF, INSERT, READY, SAVE, SCHEMA, claim_sql
 
 T = TypeVar("T")
 
@@ -92,8 +92,7 @@ def _drain_batch(records: sqlite3.Connection, queue: sqlite3.Connection, limit: 
     token = uuid.uuid4().hex
     now = time.time()
     (ready,) = queue.execute(READY.format(queues="?"), ("default", now, BACKLOG)).fetchone()
-    claim = (CLAIM_BACKLOG if ready >= BACKLOG else CLAIM).format(queues="?")
-    rows = queue.execute(claim, (token, now + 10, "default", now, limit)).fetchall()
+    rows = queue.execute(claim_sql(1, ready >= BACKLOG), (token, now + 10, "default", now, limit, limit)).fetchall()
     if not rows:
         return 0
     ids = [json.loads(body)["id"] for _, _, body, _, _ in rows]

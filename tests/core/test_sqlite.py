@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from qtasks.asyncio import QueueTasks
-from qtasks.builtin.sqlite import BACKLOG, CLAIM, CLAIM_BACKLOG, READY
+from qtasks.builtin.sqlite import BACKLOG, READY, claim_sql
 from qtasks.messages import Message
 from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
@@ -76,13 +76,25 @@ async def test_a_backlog_is_claimed_in_priority_order_by_walking_the_priority_in
         found = await broker.fetch(["default"], 15, 30.0, 1.0)
         assert [d.body for d in found] == [b"%d" % i for i in range(10)] + [b"bulk"] * 5
         await asyncio.gather(*(d.ack() for d in found))
+        await asyncio.gather(*(broker.publish(Envelope(f"o{i}", "other", b"o%d" % i, 0)) for i in range(3)))
+        both = await broker.fetch(["default", "other"], 5, 30.0, 1.0)  # one index walk per queue
+        assert [d.body for d in both] == [b"o0", b"o1", b"o2", b"bulk", b"bulk"]
+        await asyncio.gather(*(d.ack() for d in both))
         with sqlite3.connect(sqlite_url.split(":///", 1)[1]) as conn:
-            plans = {
-                name: " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.format(queues='?')}", args))
-                for name, sql in (("backlog", CLAIM_BACKLOG), ("few", CLAIM))
-                for args in [("t", 0.0, "default", time.time(), 50)]
-            }
             (ready,) = conn.execute(READY.format(queues="?"), ("default", time.time(), BACKLOG)).fetchone()
-        assert ready == BACKLOG - 5, "the claim took 5 of the bulk: this backlog is just under the line now"
-        assert "qtasks_queue_order" in plans["backlog"] and "TEMP B-TREE" not in plans["backlog"]
-        assert "qtasks_queue_visible" in plans["few"], "few ready rows: read them by visibility, skip the delayed"
+            plans = {
+                (queues, backlog): [
+                    row[3]
+                    for row in conn.execute(
+                        f"EXPLAIN QUERY PLAN {claim_sql(queues, backlog)}",
+                        ("t", 0.0, *[arg for q in ("default", "other")[:queues] for arg in (q, time.time(), 50)], 50),
+                    )
+                ]
+                for queues in (1, 2)
+                for backlog in (True, False)
+            }
+        assert ready == BACKLOG - 7, "the claims took 7 of the bulk: this backlog is just under the line now"
+        for queues in (1, 2):  # each queue's rows: by walking its priority index, or by visibility
+            order = [p for p in plans[queues, True] if "qtasks_queue_order" in p]
+            assert len(order) == queues and not any("qtasks_queue_visible" in p for p in plans[queues, True])
+            assert len([p for p in plans[queues, False] if "qtasks_queue_visible" in p]) == queues

@@ -44,17 +44,8 @@ CREATE INDEX IF NOT EXISTS qtasks_records_expiry ON qtasks_records (expires_at);
 """
 #: The statements of the hot path, shared with the benchmark's raw-sqlite3 floor.
 INSERT = "INSERT INTO qtasks_queue (queue, priority, visible_at, body, task_id) VALUES (?, ?, ?, ?, ?)"
-CLAIM = (
-    "UPDATE qtasks_queue SET token = ?, count = count + 1, visible_at = ? WHERE seq IN "
-    "(SELECT seq FROM qtasks_queue WHERE queue IN ({queues}) AND visible_at <= ? "
-    "ORDER BY priority, seq LIMIT ?) RETURNING priority, seq, body, count, task_id"
-)
-#: CLAIM when many rows are ready (BACKLOG of READY): ``+visible_at`` keeps SQLite off the
-#: visible_at index, which reads and sorts every ready row, and on the (queue, priority, seq) one,
-#: whose walk stops after the limit (for one queue; for several, SQLite sorts either way). With
-#: few rows ready the visible_at index is the right one: it skips delayed and leased rows.
-CLAIM_BACKLOG, BACKLOG = CLAIM.replace("AND visible_at <=", "AND +visible_at <="), 1000
 READY = "SELECT count(*) FROM (SELECT 1 FROM qtasks_queue WHERE queue IN ({queues}) AND visible_at <= ? LIMIT ?)"
+BACKLOG = 1000  # ready rows (counted by READY) from which a claim walks the priority index
 ACK = "DELETE FROM qtasks_queue WHERE seq = ? AND token = ?"
 FINAL_OF = f"SELECT id FROM qtasks_records WHERE status IN {_FINAL} AND id IN ({{ids}})"
 NACK = "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body) WHERE seq = ? AND token = ?"
@@ -71,6 +62,20 @@ SAVE = (
 )
 
 SWEEP = "DELETE FROM qtasks_records WHERE id IN (SELECT id FROM qtasks_records WHERE expires_at <= ? LIMIT 10000)"
+
+
+# The claim of the first `limit` ready rows of `queues` queues, lowest (priority, seq) first.
+# Parameters: token, lease deadline, then each queue's name, now and limit, then limit. Each
+# queue's rows are read on their own: with a backlog from its (queue, priority, seq) index, whose
+# walk stops after the limit (`+visible_at` keeps SQLite off the visible_at index, which would read
+# and sort every ready row); else from the visible_at index, which skips delayed and leased rows.
+def claim_sql(queues: int, backlog: bool) -> str:
+    pick = "SELECT * FROM (SELECT seq, priority FROM qtasks_queue WHERE queue = ? AND {}visible_at <= ? "
+    picks = " UNION ALL ".join([pick.format("+" if backlog else "") + "ORDER BY priority, seq LIMIT ?)"] * queues)
+    return (
+        "UPDATE qtasks_queue SET token = ?, count = count + 1, visible_at = ? WHERE seq IN (SELECT seq FROM "
+        f"({picks}) ORDER BY priority, seq LIMIT ?) RETURNING priority, seq, body, count, task_id"
+    )
 
 
 class SqliteDelivery:
@@ -141,8 +146,8 @@ class SqliteBroker:
     ) -> tuple[list[SqliteDelivery], float | None]:
         now, marks = time.time(), ",".join("?" * len(queues))
         (ready,) = conn.execute(READY.format(queues=marks), (*queues, now, BACKLOG)).fetchone()
-        claim = (CLAIM_BACKLOG if ready >= BACKLOG else CLAIM).format(queues=marks)
-        rows = conn.execute(claim, (token, now + lease, *queues, now, limit)).fetchall()
+        picks = [arg for queue in queues for arg in (queue, now, limit)]
+        rows = conn.execute(claim_sql(len(queues), ready >= BACKLOG), (token, now + lease, *picks, limit)).fetchall()
         if rows:  # fresh: a first delivery whose task record, in this file, is not final
             firsts = [row[4] for row in rows if row[3] == 1 and row[4] is not None] if self._db.holds_records else []
             final = conn.execute(FINAL_OF.format(ids=",".join("?" * len(firsts))), firsts).fetchall() if firsts else []
@@ -262,9 +267,7 @@ class SqliteStorage:
 
     async def wait(self, task_id: str, timeout: float) -> Record | None:
         if not self._listening:
-            self._listening = self._wake.listen(
-                "done", lambda data: self._woken(data.decode().split("\n") if data else [])
-            )
+            self._listening = self._wake.listen("done", lambda d: self._woken(d.decode().split("\n") if d else []))
         deadline = time.monotonic() + timeout
         while True:
             fut = asyncio.get_running_loop().create_future()
@@ -291,10 +294,10 @@ class SqliteStorage:
 
 
 def _add_task_id(conn: sqlite3.Connection) -> None:
-    # a file from before the task_id column gets it (its queued rows have none: never fresh)
-    if all(column[1] != "task_id" for column in conn.execute("PRAGMA table_info(qtasks_queue)")):
-        with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
-            transaction(conn, lambda c: c.execute("ALTER TABLE qtasks_queue ADD COLUMN task_id TEXT"), begin=False)
+    # a file from before the task_id column gets it (its queued rows have none: never fresh); on
+    # one that has it, the ALTER fails at once ("duplicate column name"), even while it is locked
+    with contextlib.suppress(sqlite3.OperationalError):
+        transaction(conn, lambda c: c.execute("ALTER TABLE qtasks_queue ADD COLUMN task_id TEXT"), begin=False)
 
 
 def sqlite_path(request: ComponentRequest) -> str:

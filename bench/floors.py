@@ -238,8 +238,9 @@ if __name__ == "__main__" and sys.argv[1:2] == ["redis-consume"]:
 #
 # The very statements qtasks-postgres runs (its claim statement and its apply function, from the
 # schema it creates), sent with asyncpg directly: a submit is one apply call (the record and the
-# message), a worker claims up to 50 and stores `running`, then `success` with the acks, and a
-# caller waits for the notification of its record on the `done` channel.
+# message), a worker claims up to 50 (which are fresh: none is final, so none stores `running`)
+# and stores `success` with the acks, and a caller waits for the notification of its record on the
+# `done` channel.
 
 
 def _pg_sql() -> Any:
@@ -275,19 +276,19 @@ async def _pg_submit(conn: Any, sql: Any, body: bytes) -> None:
     from qtasks_postgres.writes import Publish
 
     message = json.loads(body)
-    await _pg_apply(conn, sql, [_pg_save(message["id"], "new", message["args"][0]), Publish("default", 0, None, body)])
+    new = _pg_save(message["id"], "new", message["args"][0])
+    await _pg_apply(conn, sql, [new, Publish("default", 0, None, body, message["id"])])
 
 
 async def _pg_work(conn: Any, sql: Any, limit: int) -> tuple[int, bool]:
-    """Claim up to ``limit``, store `running`, then `success` and the acks; (how many, stop?)."""
+    """Claim up to ``limit`` (fresh), store `success` and the acks; (how many, stop?)."""
     from qtasks_postgres.writes import Ack
 
     token = uuid.uuid4()
-    rows = [r for r in await conn.fetch(sql.claim, token, 10.0, ["default"], limit) if r["seq"] is not None]
+    rows = [r for r in await conn.fetch(sql.claim, token, 10.0, ["default"], limit, True) if r["seq"] is not None]
     if not rows:
         return 0, False
     messages = [json.loads(r["body"]) for r in rows]
-    await _pg_apply(conn, sql, [_pg_save(m["id"], "running", 0) for m in messages])
     done = [_pg_save(m["id"], "success", 0) for m in messages]
     await _pg_apply(conn, sql, [*done, *(Ack(r["seq"], token) for r in rows)])
     return len(rows), any(m.get("stop") for m in messages)

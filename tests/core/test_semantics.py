@@ -17,17 +17,20 @@ from qtasks import Retry, Status, chain
 from qtasks.asyncio import QueueTasks
 from qtasks.testing import running_worker
 
+from tests.postgres.conftest import with_prefix as postgres_prefix
 from tests.redis.conftest import with_prefix
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QueueTasks]:
-    """An app on each embedded backend, and on redis: its worker starts a delivery whose record
-    the claim saw not final while the running record is still on its way (Delivery.fresh)."""
+    """An app on each embedded backend, and on redis and postgres. On all but memory the worker
+    starts a delivery whose record the claim saw not final while the running record is still on
+    its way (Delivery.fresh)."""
     spec = {
         "memory": lambda: "memory",
         "sqlite": lambda: f"sqlite:///{tmp_path / 'semantics.db'}",
         "redis": lambda: with_prefix(request.getfixturevalue("redis_url")),
+        "postgres": lambda: postgres_prefix(request.getfixturevalue("postgres_dsn")),
     }[request.param]()
     async with QueueTasks(broker=spec, storage=spec) as app:  # outlives the workers of a test
         yield app

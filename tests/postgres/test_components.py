@@ -19,6 +19,7 @@ from qtasks.testing import running_worker
 from qtasks_postgres import PostgresBroker, PostgresStorage
 from qtasks_postgres.target import parse
 
+from tests.backends.kit import check_fresh_marks
 from tests.postgres.conftest import eventually, with_params, with_prefix
 
 
@@ -292,3 +293,41 @@ async def test_ids_and_reasons_that_postgres_text_cannot_hold_lose_nothing(postg
             await asyncio.sleep(0.05)
         assert dead[0].reason == "ValueError: bad\\x00value"
         assert await app.storage.delete("nul\x00id") is True and await app.get("nul\x00id") is None
+
+
+async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record_is_not_final(
+    postgres_app_url: str,
+) -> None:
+    await check_fresh_marks(postgres_app_url)
+    async with QueueTasks(broker=postgres_app_url, storage="memory") as elsewhere:  # records not here
+        await elsewhere.broker.publish(Envelope("some-task", "default", b"job"))
+        (delivery,) = await elsewhere.broker.fetch(["default"], 1, 30.0, 2.0)
+        assert delivery.fresh is False
+        await delivery.ack()
+
+
+async def test_a_database_of_schema_1_is_brought_up_to_date_and_its_queued_messages_run(postgres_app_url: str) -> None:
+    app = QueueTasks(broker=postgres_app_url)
+
+    @app.task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    queued = Message(name="double", args=[21])
+    # schema 2, then taken back to what schema 1 left: no task_id column, no apply2
+    async with app, raw(postgres_app_url) as conn:
+        await conn.execute(f"DROP FUNCTION {table(app, 'apply2')}")
+        await conn.execute(f"ALTER TABLE {table(app, 'queue')} DROP COLUMN task_id")
+        body = json.dumps(queued.to_wire()).encode()
+        await conn.execute(f"INSERT INTO {table(app, 'queue')} (queue, body) VALUES ('default', $1)", body)
+    async with app:
+        async with raw(postgres_app_url) as conn:
+            columns = await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema || '.' || table_name = $1",
+                table(app, "queue"),
+            )
+        assert "task_id" in {c["column_name"] for c in columns}
+        async with running_worker(app):
+            old = await app.wait(queued.id, 10)  # no task id on its row: run after `running` is stored
+            new = await double.add_task(4, timeout=10)
+        assert (old.status, old.returning, new.status, new.returning) == ("success", 42, "success", 8)

@@ -34,10 +34,13 @@ LOCKED_PAUSE = 0.02
 class PostgresDelivery:
     """One leased row; every settlement is fenced by the lease token and group-committed."""
 
-    __slots__ = ("_broker", "_seq", "_token", "body", "count")
+    __slots__ = ("_broker", "_seq", "_token", "body", "count", "fresh")
 
-    def __init__(self, broker: PostgresBroker, seq: int, token: uuid.UUID, body: bytes, count: int) -> None:
+    def __init__(
+        self, broker: PostgresBroker, seq: int, token: uuid.UUID, body: bytes, count: int, fresh: bool = False
+    ) -> None:
         self._broker, self._seq, self._token, self.body, self.count = broker, seq, token, body, count
+        self.fresh = fresh
 
     async def ack(self) -> None:
         await self._broker.db.write(Ack(self._seq, self._token))
@@ -76,7 +79,7 @@ class PostgresBroker:
         if not -(2**31) <= envelope.priority < 2**31:
             raise ValueError(f"priority {envelope.priority} is out of range: PostgreSQL keeps a 32-bit integer")
         eta = None if envelope.eta is None else float(envelope.eta)
-        await self.db.write(Publish(envelope.queue, envelope.priority, eta, envelope.body))
+        await self.db.write(Publish(envelope.queue, envelope.priority, eta, envelope.body, envelope.id))
 
     async def fetch(self, queues: Sequence[str], limit: int, lease: float, wait: float) -> list[Any]:
         if limit <= 0:
@@ -119,7 +122,8 @@ class PostgresBroker:
 
         Safe to cancel: a claim under way is finished and what it leased is given back."""
         token = uuid.uuid4()
-        job = asyncio.ensure_future(self.db.fetch(self.db.sql.claim, token, float(lease), queues, limit))
+        records = self.db.holds_records
+        job = asyncio.ensure_future(self.db.fetch(self.db.sql.claim, token, float(lease), queues, limit, records))
         try:
             rows = await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -131,7 +135,7 @@ class PostgresBroker:
         if len(rows) == 1 and rows[0]["seq"] is None:
             return [], rows[0]["due_in"]
         rows = sorted(rows, key=lambda r: (r["priority"], r["seq"]))
-        return [PostgresDelivery(self, r["seq"], token, r["body"], r["count"]) for r in rows], None
+        return [PostgresDelivery(self, r["seq"], token, r["body"], r["count"], r["fresh"]) for r in rows], None
 
     def _woken(self, queue: str) -> None:
         """A notification: ready messages in ``queue`` ('' for any queue)."""

@@ -88,6 +88,9 @@ class Database:
         self._reads: Coalescer[str, bytes | None] = Coalescer(self._read)
         self._swept = -SWEEP_EVERY
         self._background: set[asyncio.Task[Any]] = set()
+        #: Whether the app's task records are in this database under these names (the storage
+        #: shares this pool): the claim then tells which deliveries are fresh.
+        self.holds_records = False
 
     # ------------------------------------------------------------------ life
 

@@ -17,7 +17,7 @@ from qtasks_postgres.target import Names
 
 #: Bumped whenever schema.sql changes; stored as the comment of the apply function, which is
 #: created last, so a matching comment means everything is there.
-VERSION = "qtasks-postgres schema 1"
+VERSION = "qtasks-postgres schema 2"
 FINAL_SQL = ", ".join(f"'{status.value}'" for status in sorted(FINAL))
 
 
@@ -68,7 +68,7 @@ class Statements:
     def __init__(self, names: Names) -> None:
         queue, dead, records = names.queue, names.dead, names.records
         self.claim = claim_sql(names)
-        self.apply = f"SELECT saved, extended FROM {names.apply}({', '.join(f'${i}' for i in range(1, 22))})"
+        self.apply = f"SELECT saved, extended FROM {names.apply}({', '.join(f'${i}' for i in range(1, 23))})"
         self.depth = f"SELECT count(*) FROM {queue} WHERE queue = $1"
         self.purge = f"DELETE FROM {queue} WHERE queue = $1"
         self.dead_letters = (
@@ -89,7 +89,9 @@ class Statements:
 
 
 def claim_sql(names: Names) -> str:
-    """Lease up to $4 ready messages of the queues $3 for $2 seconds under the token $1.
+    """Lease up to $4 ready messages of the queues $3 for $2 seconds under the token $1; if $5
+    (the app's records are in this database), a first delivery whose record is not final is
+    marked ``fresh`` (see ``qtasks.protocols.Delivery``).
 
     Per queue, the lowest (priority, seq) ready rows are read from the ``(queue, priority, seq)``
     index (a LATERAL subquery each, so the scan stops after $4 rows however long the queue) and
@@ -109,10 +111,13 @@ def claim_sql(names: Names) -> str:
         f"LATERAL (SELECT seq, priority FROM {q} WHERE queue = n.name AND visible_at <= now() "
         "ORDER BY priority, seq LIMIT $4 FOR UPDATE SKIP LOCKED) AS r "
         "ORDER BY r.priority, r.seq LIMIT $4)) "
-        "RETURNING seq, priority, body, count) "
-        "SELECT seq, priority, body, count, NULL::float8 AS due_in FROM claimed "
+        "RETURNING seq, priority, body, count, task_id) "
+        "SELECT c.seq, c.priority, c.body, c.count, NULL::float8 AS due_in, "
+        "($5::boolean AND c.count = 1 AND c.task_id IS NOT NULL AND NOT EXISTS ("
+        f"SELECT 1 FROM {names.records} AS r WHERE r.id = c.task_id AND r.expires_at > now() "
+        f"AND r.status IN ({FINAL_SQL}))) AS fresh FROM claimed AS c "
         "UNION ALL "
-        "SELECT NULL, NULL, NULL, NULL, extract(epoch FROM min(d.visible_at) - clock_timestamp())::float8 "
+        "SELECT NULL, NULL, NULL, NULL, extract(epoch FROM min(d.visible_at) - clock_timestamp())::float8, NULL "
         "FROM unnest($3::text[]) AS n(name), "
         f"LATERAL (SELECT visible_at FROM {q} WHERE queue = n.name ORDER BY visible_at LIMIT 1) AS d "
         "HAVING NOT EXISTS (SELECT 1 FROM claimed)"

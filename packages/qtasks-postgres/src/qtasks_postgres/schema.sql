@@ -11,8 +11,11 @@ CREATE TABLE IF NOT EXISTS {queue} (
     visible_at timestamptz NOT NULL DEFAULT now(),
     body       bytea       NOT NULL,
     token      uuid,
-    count      integer     NOT NULL DEFAULT 0
+    count      integer     NOT NULL DEFAULT 0,
+    task_id    text        -- the message's task: a claim tells which deliveries are fresh
 );
+-- tables made by schema 1 (messages published by its workers have no task id: never fresh)
+ALTER TABLE {queue} ADD COLUMN IF NOT EXISTS task_id text;
 -- the claim: the lowest (priority, seq) of a queue first
 CREATE INDEX IF NOT EXISTS {prefix}_queue_order ON {queue} (queue, priority, seq);
 -- when nothing is ready: when the next message of a queue falls due
@@ -61,7 +64,7 @@ CREATE TRIGGER {prefix}_published AFTER INSERT ON {queue}
 --   ack      messages: delete them (fenced).
 -- Returns the ids of the records written and the seqs of the leases renewed.
 CREATE OR REPLACE FUNCTION {apply}(
-    pub_queue text[], pub_priority integer[], pub_eta float8[], pub_body bytea[],
+    pub_queue text[], pub_priority integer[], pub_eta float8[], pub_body bytea[], pub_task_id text[],
     save_id text[], save_status text[], save_data bytea[], save_ttl float8[],
     ext_seq bigint[], ext_token uuid[], ext_lease float8[],
     nack_seq bigint[], nack_token uuid[], nack_delay float8[], nack_body bytea[],
@@ -74,9 +77,9 @@ DECLARE
     woken text[];
 BEGIN
     IF cardinality(pub_queue) > 0 THEN
-        INSERT INTO {queue} (queue, priority, visible_at, body)
-        SELECT m.queue, m.priority, coalesce(to_timestamp(m.eta), now()), m.body
-        FROM unnest(pub_queue, pub_priority, pub_eta, pub_body) AS m(queue, priority, eta, body);
+        INSERT INTO {queue} (queue, priority, visible_at, body, task_id)
+        SELECT m.queue, m.priority, coalesce(to_timestamp(m.eta), now()), m.body, m.task_id
+        FROM unnest(pub_queue, pub_priority, pub_eta, pub_body, pub_task_id) AS m(queue, priority, eta, body, task_id);
     END IF;
 
     IF cardinality(save_id) > 0 THEN

@@ -48,6 +48,7 @@ class PostgresStorage:
 
     def __init__(self, db: Database, serializer: Any) -> None:
         self.db, self._serializer = db, serializer
+        db.holds_records = True
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     async def start(self) -> None:

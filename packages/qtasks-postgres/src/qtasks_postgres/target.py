@@ -98,7 +98,9 @@ class Names:
 
     @property
     def apply(self) -> str:
-        return self.table("apply")
+        """The apply function (``apply2``: its publish arrays carry task ids; workers of the
+        versions before keep calling their ``apply``, which is left in place)."""
+        return self.table("apply2")
 
     @property
     def channel(self) -> str:

@@ -2,7 +2,7 @@
 
 Every write is a small value (:class:`Publish`, :class:`Save`, :class:`Extend`, :class:`Nack`,
 :class:`Bury`, :class:`Ack`). The writes that the tasks of one process issue in one event-loop
-turn are gathered (``qtasks.batching.Coalescer``) and turned into the 21 arrays of one
+turn are gathered (``qtasks.batching.Coalescer``) and turned into the 22 arrays of one
 ``apply`` call: one statement, one round trip, one transaction, however many writes.
 """
 
@@ -19,6 +19,7 @@ class Publish:
     priority: int
     eta: float | None
     body: bytes
+    task_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class Ack:
 Write = Publish | Save | Extend | Nack | Bury | Ack
 #: The apply function's parameters, per kind, in its order.
 _FIELDS: tuple[tuple[type[Any], tuple[str, ...]], ...] = (
-    (Publish, ("queue", "priority", "eta", "body")),
+    (Publish, ("queue", "priority", "eta", "body", "task_id")),
     (Save, ("id", "status", "data", "ttl")),
     (Extend, ("seq", "token", "lease")),
     (Nack, ("seq", "token", "delay", "body")),
@@ -87,7 +88,7 @@ def rounds(writes: list[Write]) -> list[list[Write]]:
 
 
 def arguments(writes: list[Write]) -> list[list[Any]]:
-    """The apply function's 21 arrays for these writes."""
+    """The apply function's 22 arrays for these writes."""
     columns: list[list[Any]] = []
     for kind, fields in _FIELDS:
         chosen = [w for w in writes if type(w) is kind]

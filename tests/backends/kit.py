@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 from qtasks.asyncio import QueueTasks
+from qtasks.protocols import Envelope
 
 from tests.conftest import qtasks_cli
 
@@ -157,8 +158,9 @@ async def wait_for_group(url: str, members: int, queue: str = "default", timeout
 
 async def check_fresh_marks(broker: str) -> None:
     """A broker that sees the task records as it hands a message out (redis with its storage on
-    the same server, sqlite with the records in its file) marks fresh only the first delivery of
-    a task whose record is not final."""
+    the same server, sqlite with the records in its file, postgres with the storage on its pool)
+    marks fresh only the first delivery of a task whose record is not final, and none when the
+    records are kept elsewhere."""
     app = QueueTasks(broker=broker)
 
     @app.task
@@ -174,3 +176,8 @@ async def check_fresh_marks(broker: str) -> None:
         (again,) = await app.broker.fetch(["default"], 5, 30.0, 5.0)  # its lease lapsed
         assert (again.count, again.fresh) == (2, False), "a redelivery may have run: not fresh"
         await again.ack()
+    async with QueueTasks(broker=broker, storage="memory") as elsewhere:  # records not on the broker's side
+        await elsewhere.broker.publish(Envelope(str(uuid.uuid4()), "default", b"job"))
+        (delivery,) = await elsewhere.broker.fetch(["default"], 1, 30.0, 2.0)
+        assert delivery.fresh is False
+        await delivery.ack()

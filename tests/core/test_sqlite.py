@@ -29,12 +29,6 @@ async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record
     sqlite_url: str,
 ) -> None:
     await check_fresh_marks(sqlite_url)
-    elsewhere = QueueTasks(broker=sqlite_url, storage="memory")  # records not in the file
-    async with elsewhere:
-        await elsewhere.broker.publish(Envelope("some-task", "default", b"job"))
-        (delivery,) = await elsewhere.broker.fetch(["default"], 1, 30.0, 2.0)
-        assert delivery.fresh is False
-        await delivery.ack()
 
 
 async def test_a_file_from_before_the_task_id_column_gets_it_and_its_queued_messages_run(tmp_path: Path) -> None:

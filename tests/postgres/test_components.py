@@ -299,11 +299,6 @@ async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record
     postgres_app_url: str,
 ) -> None:
     await check_fresh_marks(postgres_app_url)
-    async with QueueTasks(broker=postgres_app_url, storage="memory") as elsewhere:  # records not here
-        await elsewhere.broker.publish(Envelope("some-task", "default", b"job"))
-        (delivery,) = await elsewhere.broker.fetch(["default"], 1, 30.0, 2.0)
-        assert delivery.fresh is False
-        await delivery.ack()
 
 
 async def test_a_database_of_schema_1_is_brought_up_to_date_and_its_queued_messages_run(postgres_app_url: str) -> None:

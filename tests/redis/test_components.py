@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,7 +15,6 @@ from qtasks.messages import Message, Record, Status
 from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
 from qtasks_redis import RedisBroker, RedisStorage
-from qtasks_redis.client import RedisClient
 from redis.exceptions import ResponseError
 
 from tests.backends.kit import check_fresh_marks
@@ -201,15 +199,6 @@ async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record
     redis_app_url: str,
 ) -> None:
     await check_fresh_marks(redis_app_url)
-    alone = RedisBroker(RedisClient(redis_app_url))  # records elsewhere: nothing to look at
-    await alone.start()
-    try:
-        await alone.publish(Envelope(str(uuid.uuid4()), "q", b"job"))
-        (delivery,) = await alone.fetch(["q"], 1, 30.0, 2.0)
-        assert delivery.fresh is False
-        await delivery.ack()
-    finally:
-        await alone.stop()
 
 
 async def test_a_cancelled_blocking_fetch_ends_at_once_and_loses_nothing(redis_app_url: str) -> None:

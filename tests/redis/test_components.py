@@ -273,6 +273,35 @@ async def test_submitted_tasks_are_waited_for_without_a_round_trip(redis_app_url
     await r.aclose()
 
 
+async def test_a_result_pushed_before_its_submitter_waits_is_kept_for_that_wait(redis_app_url: str) -> None:
+    """A quick worker's result may reach the submitter before add_task starts its wait."""
+    submitter, worker_side = QueueTasks(broker=redis_app_url), QueueTasks(broker=redis_app_url)
+    r = raw(redis_app_url)
+    async with submitter, worker_side:
+        storage = submitter.storage
+        assert await storage._replies.ready(5)
+        # a result that reaches our channel for a task submitted elsewhere is not kept ...
+        await r.sadd(f"{prefix_of(redis_app_url)}:w:elsewhere", storage._replies.channel)
+        assert await worker_side.storage.save(Record(id="elsewhere", name="t", status=Status.SUCCESS), 60)
+        # ... one of a task submitted here is (the pushes arrive in order)
+        record = await submitter.add_task("t", 1)  # announced: its waiter set has our channel
+        done = Record(id=record.id, name="t", status=Status.SUCCESS, returning=2)
+        assert await worker_side.storage.save(done, 60)
+        deadline = time.monotonic() + 5
+        while record.id not in storage._finished:
+            assert time.monotonic() < deadline, "the pushed record was not kept"
+            await asyncio.sleep(0.01)
+        assert "elsewhere" not in storage._finished
+
+        async def no_lookup(*args: object) -> None:
+            raise AssertionError("the wait looked the record up")
+
+        storage._register = storage.get = no_lookup  # type: ignore[method-assign,assignment]
+        found = await submitter.wait(record.id, 5)
+        assert found.status == Status.SUCCESS and found.returning == 2
+    await r.aclose()
+
+
 async def test_a_new_record_arriving_after_the_final_one_does_not_leave_its_waiter_hanging(
     redis_app_url: str,
 ) -> None:

@@ -13,7 +13,8 @@ set (``<prefix>:w:<task id>``). A channel gets into that set in one of two ways:
   just before its ``new`` record is inserted (``SET NX GET``), in the same pipeline:
   ``add_task(..., timeout=)`` then waits with no round trip of its own, and is woken with the
   final record in hand (the record follows the message; should a quick worker store the final
-  record first, the ``SET`` finds it and the wait looks it up);
+  record first, the ``SET`` finds it; should its final record be pushed before the wait
+  starts, the record is kept for that wait);
 * any other wait runs ``wait.lua``, which returns the record if it is final already and
   otherwise adds the channel, atomically: one round trip.
 
@@ -34,8 +35,9 @@ from qtasks_redis.client import RedisClient
 from qtasks_redis.subscriber import Subscriber
 
 T = TypeVar("T")
+Waiter = asyncio.Future[Record | None]
 FINAL_NAMES = frozenset(status.value for status in FINAL)
-#: Final records kept for a wait to come (see ``_inserted``), at most.
+#: Final records kept for a wait to come (see ``_finish``), at most.
 FINISHED = 1_000
 #: Tasks submitted while subscribed whose result has not come back yet, at most.
 ANNOUNCED = 100_000
@@ -54,8 +56,8 @@ class RedisStorage:
         self._waiters: dict[str, list[asyncio.Future[Record | None]]] = {}
         #: task id -> subscription generation in which its waiter set got our channel
         self._announced: dict[str, int] = {}
-        #: final records that a submit found in place of its `new` one, before anyone waited
-        self._finished: dict[str, Record] = {}
+        #: the final records (their data) of tasks we submitted, come before anyone waited
+        self._finished: dict[str, bytes] = {}
         self._replies = Subscriber(
             client.connect, client.keys.reply(uuid.uuid4().hex), self._received, self._reset, client.shown
         )
@@ -102,17 +104,7 @@ class RedisStorage:
             return True
         status, _, data = found.partition(b"\n")
         if status.decode(errors="replace") in FINAL_NAMES:
-            self._announced.pop(task_id, None)
-            try:
-                record: Record | None = self._decode(data)
-            except Exception:
-                record = None  # not a record: the waiters look it up themselves
-            waiting = self._waiters.get(task_id)
-            if record is not None and not waiting:  # for the wait that add_task starts next
-                remember(self._finished, task_id, record, FINISHED)
-            for fut in waiting or ():
-                if not fut.done():
-                    fut.set_result(record)
+            self._finish(task_id, data, self._waiters.get(task_id), ours=True)
         return False
 
     def get(self, task_id: str) -> asyncio.Future[Record | None]:
@@ -125,12 +117,27 @@ class RedisStorage:
     def _decode(self, data: bytes) -> Record:
         return Record.from_dict(self._serializer.loads(data))
 
+    def _record(self, data: bytes) -> Record | None:
+        try:
+            return self._decode(data)
+        except Exception:
+            return None  # not a record: the waiters look it up themselves
+
+    def _finish(self, task_id: str, data: bytes, waiting: list[Waiter] | None, ours: bool) -> None:
+        """A final record come without being asked for: wake the waits, or, if none waits yet and
+        we submitted the task (``ours``, or announced), keep it for the wait add_task starts next."""
+        if (self._announced.pop(task_id, None) is not None or ours) and not waiting:
+            remember(self._finished, task_id, data, FINISHED)
+        for fut in waiting or ():
+            if not fut.done():
+                fut.set_result(self._record(data))
+
     async def wait(self, task_id: str, timeout: float) -> Record | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         finished = self._finished.pop(task_id, None)
-        if finished is not None:
-            return finished
+        if finished is not None and (record := self._record(finished)) is not None:
+            return record
         announced = self._announced.get(task_id)
         pushed = announced is not None and announced == self._replies.live
         while True:
@@ -176,20 +183,11 @@ class RedisStorage:
                 del self._waiters[task_id]
 
     def _received(self, message: bytes) -> None:
-        """A final record published to our channel (``task id\\ndata``): wake its waiters here."""
+        """A final record published to our channel (``task id\\ndata``). It may come before the
+        wait of the add_task that submitted it starts: a quick worker."""
         task_id, _, data = message.partition(b"\n")
         key = task_id.decode(errors="replace")
-        self._announced.pop(key, None)
-        waiting = self._waiters.pop(key, None)
-        if not waiting:
-            return
-        try:
-            record = self._decode(data)
-        except Exception:
-            record = None  # not a record: the waiters look it up themselves
-        for fut in waiting:
-            if not fut.done():
-                fut.set_result(record)
+        self._finish(key, data, self._waiters.pop(key, None), ours=False)
 
     def _reset(self) -> None:
         """Messages may have been lost: every waiter registers again and looks at its record."""

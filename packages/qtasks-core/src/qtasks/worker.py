@@ -128,7 +128,8 @@ class Worker:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
-            self._fetcher = asyncio.ensure_future(self._fetch(free, clean))  # it starts the runs
+            # it starts the runs; their first steps (and writes) come before this loop goes on
+            self._fetcher = asyncio.ensure_future(self._fetch(free, clean))
             try:
                 await self._fetcher
                 backoff = 0.1
@@ -143,7 +144,6 @@ class Worker:
                 continue
             finally:
                 self._fetcher = None
-            await asyncio.sleep(0)  # the runs take their first step (and send its writes) first
 
     async def _fetch(self, free: int, clean: contextvars.Context) -> None:
         for delivery in await self.app.broker.fetch(self.queues, free, self.lease, 5.0):

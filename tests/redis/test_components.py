@@ -283,6 +283,10 @@ async def test_a_result_pushed_before_its_submitter_waits_is_kept_for_that_wait(
         # a result that reaches our channel for a task submitted elsewhere is not kept ...
         await r.sadd(f"{prefix_of(redis_app_url)}:w:elsewhere", storage._replies.channel)
         assert await worker_side.storage.save(Record(id="elsewhere", name="t", status=Status.SUCCESS), 60)
+        # ... nor one too large to keep (its wait looks it up) ...
+        large = await submitter.add_task("t", 0)
+        big = Record(id=large.id, name="t", status=Status.SUCCESS, returning="x" * 70_000)
+        assert await worker_side.storage.save(big, 60)
         # ... one of a task submitted here is (the pushes arrive in order)
         record = await submitter.add_task("t", 1)  # announced: its waiter set has our channel
         done = Record(id=record.id, name="t", status=Status.SUCCESS, returning=2)
@@ -291,7 +295,8 @@ async def test_a_result_pushed_before_its_submitter_waits_is_kept_for_that_wait(
         while record.id not in storage._finished:
             assert time.monotonic() < deadline, "the pushed record was not kept"
             await asyncio.sleep(0.01)
-        assert "elsewhere" not in storage._finished
+        assert "elsewhere" not in storage._finished and large.id not in storage._finished
+        assert (await submitter.wait(large.id, 5)).returning == big.returning
 
         async def no_lookup(*args: object) -> None:
             raise AssertionError("the wait looked the record up")

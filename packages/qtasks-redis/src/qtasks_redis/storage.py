@@ -37,8 +37,11 @@ from qtasks_redis.subscriber import Subscriber
 T = TypeVar("T")
 Waiter = asyncio.Future[Record | None]
 FINAL_NAMES = frozenset(status.value for status in FINAL)
-#: Final records kept for a wait to come (see ``_finish``), at most.
-FINISHED = 1_000
+#: Final records kept for a wait to come (see ``_finish``), at most, and the largest kept: the
+#: wait of an add_task starts right after its submit, so a few suffice; a larger record, or
+#: one pushed out, is looked up by its wait instead (one round trip).
+FINISHED = 256
+KEPT_BYTES = 65_536
 #: Tasks submitted while subscribed whose result has not come back yet, at most.
 ANNOUNCED = 100_000
 
@@ -126,7 +129,7 @@ class RedisStorage:
     def _finish(self, task_id: str, data: bytes, waiting: list[Waiter] | None, ours: bool) -> None:
         """A final record come without being asked for: wake the waits, or, if none waits yet and
         we submitted the task (``ours``, or announced), keep it for the wait add_task starts next."""
-        if (self._announced.pop(task_id, None) is not None or ours) and not waiting:
+        if (self._announced.pop(task_id, None) is not None or ours) and not waiting and len(data) <= KEPT_BYTES:
             remember(self._finished, task_id, data, FINISHED)
         for fut in waiting or ():
             if not fut.done():

@@ -128,8 +128,7 @@ class Worker:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
-            # it starts the runs; their first steps (and writes) come before this loop goes on
-            self._fetcher = asyncio.ensure_future(self._fetch(free, clean))
+            self._fetcher = asyncio.ensure_future(self._fetch(free, clean))  # its runs step first
             try:
                 await self._fetcher
                 backoff = 0.1
@@ -260,10 +259,9 @@ class Worker:
             spec.signature.bind(*([None] if spec.echo else []), *run.args, **run.kwargs)
         except TypeError as exc:
             return Outcome(OutcomeKind.REJECTED, exc=exc, reason=f"wrong arguments: {exc}")
-        running = Record.from_message(message, Status.RUNNING, worker=self.id, started_at=run.started_at)
         if getattr(run.delivery, "fresh", False):  # see Delivery: call now; `running` once it yields
-            asyncio.get_running_loop().call_soon(self._running, run, running)
-        elif not await self._persist(self.app.storage.save, running, self.app.config.result_ttl):
+            asyncio.get_running_loop().call_soon(self._running, run)
+        elif not await self._persist(self.app.storage.save, self._running(run), self.app.config.result_ttl):
             stored = await self.app.storage.get(message.id)
             if stored is not None and stored.status == Status.CANCELLED:
                 return Outcome(OutcomeKind.CANCELLED, reason=stored.reason)
@@ -286,10 +284,12 @@ class Worker:
         finally:
             run.calling = False
 
-    def _running(self, run: TaskRun, record: Record) -> None:
+    def _running(self, run: TaskRun) -> Record:  # saved here for a fresh delivery still calling
+        record = Record.from_message(run.message, Status.RUNNING, worker=self.id, started_at=run.started_at)
         if run.calling:  # a call that ended in its first step goes straight to its final record
             saving = asyncio.ensure_future(self.app.storage.save(record, self.app.config.result_ttl))
             saving.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return record
 
     # ------------------------------------------------------------------ settling
 

@@ -128,7 +128,7 @@ class Worker:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
-            self._fetcher = asyncio.ensure_future(self._fetch(free, clean))  # its runs step first
+            self._fetcher = asyncio.ensure_future(self._fetch(free, clean))  # starts runs; they step first
             try:
                 await self._fetcher
                 backoff = 0.1

@@ -56,7 +56,7 @@ def remember(store: dict[str, T], key: str, value: T, most: int) -> None:
 class RedisStorage:
     def __init__(self, client: RedisClient, serializer: Any) -> None:
         self.client, self._serializer = client, serializer
-        self._waiters: dict[str, list[asyncio.Future[Record | None]]] = {}
+        self._waiters: dict[str, list[Waiter]] = {}
         #: task id -> subscription generation in which its waiter set got our channel
         self._announced: dict[str, int] = {}
         #: the final records (their data) of tasks we submitted, come before anyone waited
@@ -131,9 +131,10 @@ class RedisStorage:
         we submitted the task (``ours``, or announced), keep it for the wait add_task starts next."""
         if (self._announced.pop(task_id, None) is not None or ours) and not waiting and len(data) <= KEPT_BYTES:
             remember(self._finished, task_id, data, FINISHED)
+        record = self._record(data) if waiting else None
         for fut in waiting or ():
             if not fut.done():
-                fut.set_result(self._record(data))
+                fut.set_result(record)
 
     async def wait(self, task_id: str, timeout: float) -> Record | None:
         loop = asyncio.get_running_loop()
@@ -144,7 +145,7 @@ class RedisStorage:
         announced = self._announced.get(task_id)
         pushed = announced is not None and announced == self._replies.live
         while True:
-            woken: asyncio.Future[Record | None] = loop.create_future()
+            woken: Waiter = loop.create_future()
             self._waiters.setdefault(task_id, []).append(woken)
             try:
                 if not pushed:
@@ -177,7 +178,7 @@ class RedisStorage:
         )
         return found
 
-    def _forget(self, task_id: str, woken: asyncio.Future[Record | None]) -> None:
+    def _forget(self, task_id: str, woken: Waiter) -> None:
         waiting = self._waiters.get(task_id)
         if waiting is not None:
             if woken in waiting:

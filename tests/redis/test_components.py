@@ -157,6 +157,21 @@ async def test_hand_pushed_entries_run_or_are_dead_lettered_with_the_reason(redi
     await r.aclose()
 
 
+async def test_a_body_pushed_by_hand_alone_reaches_a_waiting_worker(redis_app_url: str) -> None:
+    """A claim that finds nothing but the inbox (no ready, later or posted entry) still looks
+    there: its quick look at a queue with only posted messages must not skip the inbox."""
+    app = echo_app(redis_app_url)
+    prefix = prefix_of(redis_app_url)
+    r = raw(redis_app_url)
+    async with app, running_worker(app):
+        assert (await app.add_task("echo", 1, timeout=10)).returning == 1  # past the first claim
+        message = Message(name="echo", args=[5])
+        await r.rpush(f"{prefix}:q:default:in", app.encode(message))
+        await r.rpush(f"{prefix}:q:default:wake", b"1")
+        assert (await app.wait(message.id, 10)).returning == 5
+    await r.aclose()
+
+
 async def test_dead_letters_expire(redis_app_url: str) -> None:
     app = QueueTasks(broker=redis_app_url, dead_letter_ttl=0.3)
     async with app:

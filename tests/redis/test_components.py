@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -214,6 +215,50 @@ async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record
     redis_app_url: str,
 ) -> None:
     await check_fresh_marks(redis_app_url)
+
+
+async def test_the_save_of_a_success_record_acks_its_delivery_in_the_same_step(redis_app_url: str) -> None:
+    """The worker acks a delivery right after storing its success record: save.lua does both,
+    and the ack that follows sends nothing. Other records leave the delivery to the worker, and
+    a lease taken over by another worker fences the save's ack out as it does a plain ack."""
+    app, other = QueueTasks(broker=redis_app_url), QueueTasks(broker=redis_app_url)
+    r = raw(redis_app_url)
+    later = f"{prefix_of(redis_app_url)}:q:default:later"
+    async with app, other:
+        broker, storage = app.broker, app.storage
+
+        async def held(name: str, lease: float = 30.0) -> tuple[Message, Any]:
+            message = Message(name=name, args=[1])
+            await app.submit(message)
+            [delivery] = await broker.fetch(["default"], 1, lease, 2.0)
+            assert broker.held[message.id] is delivery
+            return message, delivery
+
+        message, delivery = await held("ok")
+        assert await storage.save(Record.from_message(message, Status.SUCCESS, returning=1), 60)
+        assert delivery.acked and await broker.depth("default") == 0
+        await delivery.ack()  # nothing left to do, and no error
+        assert (await app.get(message.id)).returning == 1  # type: ignore[union-attr]
+
+        message, delivery = await held("failed")
+        assert await storage.save(Record.from_message(message, Status.ERROR), 60)
+        assert not delivery.acked and await broker.depth("default") == 1
+        await delivery.dead_letter("boom")  # the worker's choice for a failure, still open to it
+        assert [d.reason for d in await broker.dead_letters()] == ["boom"]
+
+        message, delivery = await held("cancelled meanwhile")  # the record is final already:
+        assert await app.cancel(message.id)  # not written, but acked as the worker would
+        assert not await storage.save(Record.from_message(message, Status.SUCCESS), 60)
+        assert delivery.acked and await broker.depth("default") == 0
+
+        message, delivery = await held("taken over", lease=0.05)
+        await asyncio.sleep(0.1)
+        [again] = await other.broker.fetch(["default"], 1, 30.0, 2.0)  # the lease lapsed
+        assert await storage.save(Record.from_message(message, Status.SUCCESS), 60)
+        assert await r.zcard(later) == 1 and await broker.depth("default") == 1  # still the other's
+        await again.ack()
+        assert await broker.depth("default") == 0
+    await r.aclose()
 
 
 async def test_a_cancelled_blocking_fetch_ends_at_once_and_loses_nothing(redis_app_url: str) -> None:

@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import uuid
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,15 +52,26 @@ class RedisDelivery:
     lease at once) takes them without a task each.
     """
 
-    __slots__ = ("_broker", "_keys", "_seq", "_token", "body", "count", "fresh")
+    __slots__ = ("__weakref__", "_broker", "_keys", "_seq", "_token", "acked", "body", "count", "fresh")
 
     def __init__(
         self, broker: RedisBroker, keys: QueueKeys, seq: bytes, token: str, body: bytes, count: int, fresh: int
     ) -> None:
         self._broker, self._keys, self._seq, self._token = broker, keys, seq, token
         self.body, self.count, self.fresh = body, count, fresh == 1
+        #: Set once the save of the task's `success` record acked it too (see RedisStorage.save).
+        self.acked = False
+
+    @property
+    def lease(self) -> tuple[tuple[str, str], tuple[bytes, str]]:
+        """Its queue's keys and its lease, as ``save.lua`` takes them to ack it."""
+        return (self._keys.later, self._keys.msgs), (self._seq, self._token)
 
     def ack(self) -> asyncio.Future[None]:
+        if self.acked:  # by the save of its success record, just before: nothing left to do
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         args = (self._seq, self._token)
         return self._broker.client.script("ack", (self._keys.later, self._keys.msgs), args, _none)
 
@@ -88,6 +100,10 @@ class RedisBroker:
         self.records = ""
         #: per set of queues: loop time at which the first of their `later` entries falls due
         self._due: dict[tuple[str, ...], float | None] = {}
+        #: The deliveries this process holds, by task id, while the storage is on this client:
+        #: the save of a task's `success` record then acks its delivery in the same step (the
+        #: worker acks a delivery right after storing its success record).
+        self.held: weakref.WeakValueDictionary[str, RedisDelivery] = weakref.WeakValueDictionary()
 
     async def start(self) -> None:
         await self.client.open()
@@ -163,10 +179,15 @@ class RedisBroker:
                 return found
 
     def _deliveries(self, queue_keys: list[QueueKeys], token: str, reply: list[Any]) -> list[RedisDelivery]:
-        return [
+        found = [
             RedisDelivery(self, queue_keys[reply[i] - 1], reply[i + 1], token, reply[i + 3], reply[i + 2], reply[i + 4])
-            for i in range(1, len(reply), 5)
+            for i in range(1, len(reply), 6)
         ]
+        if self.records:
+            for i, delivery in zip(range(6, len(reply), 6), found, strict=True):
+                if reply[i] and reply[i] in delivery.body:  # the id its entry gives is its body's
+                    self.held[reply[i].decode()] = delivery
+        return found
 
     async def depth(self, queue: str) -> int:
         k = self.client.keys.queue(queue)

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, TypeVar
 
 from qtasks.messages import FINAL, Record, Status
 
+from qtasks_redis.broker import RedisDelivery
 from qtasks_redis.client import RedisClient
 from qtasks_redis.subscriber import Subscriber
 
@@ -54,8 +56,12 @@ def remember(store: dict[str, T], key: str, value: T, most: int) -> None:
 
 
 class RedisStorage:
-    def __init__(self, client: RedisClient, serializer: Any) -> None:
+    """:param held: the deliveries of the app's redis broker on the same client, by task id
+    (``RedisBroker.held``): the save of a `success` record acks the task's delivery too."""
+
+    def __init__(self, client: RedisClient, serializer: Any, held: Mapping[str, RedisDelivery] | None = None) -> None:
         self.client, self._serializer = client, serializer
+        self._held: Mapping[str, RedisDelivery] = {} if held is None else held
         self._waiters: dict[str, list[Waiter]] = {}
         #: task id -> subscription generation in which its waiter set got our channel
         self._announced: dict[str, int] = {}
@@ -96,8 +102,19 @@ class RedisStorage:
             remember(self._announced, record.id, generation, ANNOUNCED)
             return inserted
         final = "1" if record.status in FINAL else "0"
-        args = (record.status.value, data, px, final, record.id)
-        return client.script("save", (keys.record(record.id), keys.waiters(record.id)), args, bool)
+        found = (keys.record(record.id), keys.waiters(record.id)), (record.status.value, data, px, final, record.id)
+        delivery = self._held.get(record.id) if record.status is Status.SUCCESS else None
+        if delivery is None:
+            return client.script("save", *found, bool)
+        # the worker acks the delivery of a success record once it is stored: in the same step,
+        # the round trip of the ack (and the wake-ups it costs) are saved
+        (lease_keys, lease), marked = delivery.lease, partial(self._acked, delivery)
+        return client.script("save", (*found[0], *lease_keys), (*found[1], *lease), marked)
+
+    @staticmethod
+    def _acked(delivery: RedisDelivery, written: int) -> bool:
+        delivery.acked = True
+        return bool(written)
 
     def _inserted(self, task_id: str, found: bytes | None) -> bool:
         """The reply of a ``new`` record's ``SET NX GET``: None if inserted, else the record that

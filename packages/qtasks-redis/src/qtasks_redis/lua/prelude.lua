@@ -7,6 +7,15 @@ end
 -- The statuses of a final task record ("<status>\n<data>"), which is never overwritten.
 local FINAL = {success = true, error = true, cancelled = true, dead = true}
 
+-- Remove a leased message (its `seq` in `later` and its fields in `msgs`) if the lease
+-- (token) is still the caller's; 1 if removed.
+local function ack(later, msgs, seq, token)
+  if redis.call('HGET', msgs, seq .. ':t') ~= token then return 0 end
+  redis.call('ZREM', later, seq)
+  redis.call('HDEL', msgs, seq, seq .. ':p', seq .. ':n', seq .. ':t', seq .. ':i')
+  return 1
+end
+
 -- Wake one blocked fetch of a queue; at most one token waits in the list.
 local function wake(key)
   if redis.call('LLEN', key) == 0 then

@@ -1,16 +1,25 @@
 -- Store a task record ("status\ndata") unless the stored one is final. A final record is also
 -- published ("task id\ndata") to every reply channel in the task's waiter set (added by the
 -- submitting storage, or by wait.lua).
--- KEYS: record, waiters    ARGV: status, data, ttl_ms, '1' if the status is final, task id
+-- Given a leased message too (the worker's `success` record of the delivery it holds: see
+-- RedisStorage.save), the message is acked in the same step, written or not, as the worker
+-- would ack it right after: no round trip of its own.
+-- KEYS: record, waiters[, later, msgs]    ARGV: status, data, ttl_ms, '1' if the status is final,
+--       task id[, seq, token]
+-- Returns 1 if the record was written, else 0.
+local written = 0
 local head = redis.call('GETRANGE', KEYS[1], 0, 10)
-if FINAL[string.match(head, '^(%a+)\n') or ''] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
-if ARGV[4] == '1' then
-  -- every waiter, taken at once: SPOP of a count covering the whole set also deletes it
-  local channels = redis.call('SPOP', KEYS[2], 1000000)
-  if #channels > 0 then
-    local message = ARGV[5] .. '\n' .. ARGV[2]
-    for _, channel in ipairs(channels) do redis.call('PUBLISH', channel, message) end
+if not FINAL[string.match(head, '^(%a+)\n') or ''] then
+  redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
+  if ARGV[4] == '1' then
+    -- every waiter, taken at once: SPOP of a count covering the whole set also deletes it
+    local channels = redis.call('SPOP', KEYS[2], 1000000)
+    if #channels > 0 then
+      local message = ARGV[5] .. '\n' .. ARGV[2]
+      for _, channel in ipairs(channels) do redis.call('PUBLISH', channel, message) end
+    end
   end
+  written = 1
 end
-return 1
+if KEYS[3] then ack(KEYS[3], KEYS[4], ARGV[6], ARGV[7]) end
+return written

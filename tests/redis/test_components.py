@@ -16,6 +16,7 @@ from qtasks.messages import Message, Record, Status
 from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
 from qtasks_redis import RedisBroker, RedisStorage
+from qtasks_redis.client import RedisUnavailable
 from redis.exceptions import ResponseError
 
 from tests.backends.kit import check_fresh_marks
@@ -279,6 +280,22 @@ async def test_a_cancelled_blocking_fetch_ends_at_once_and_loses_nothing(redis_a
         (delivery,) = await broker.fetch(["q"], 5, 60.0, 2.0)
         assert delivery.body == b"kept"
         await delivery.ack()
+
+
+async def test_a_blocking_command_that_gets_no_reply_fails_as_an_outage(redis_app_url: str) -> None:
+    """A blocking command is given its own timeout plus 10 s to answer (a peer that vanished
+    without closing the socket); then it fails as an outage, naming the server."""
+    async with QueueTasks(broker=redis_app_url) as app:
+        client = app.broker.client
+
+        async def nothing(_: list[Any]) -> None:
+            raise AssertionError("not cancelled")
+
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable, match="no reply from Redis at redis://"):  # -9.9 s: 0.1 s in all
+            await client.blocking([("BLPOP", f"{prefix_of(redis_app_url)}:nothing", "0")], -9.9, nothing)
+        assert 0.1 <= time.monotonic() - started < 5
+        assert await app.broker.depth("default") == 0  # the shared connection is fine
 
 
 async def test_commands_in_flight_are_resent_when_their_connection_dies(redis_app_url: str) -> None:

@@ -48,6 +48,11 @@ KEPT_BYTES = 65_536
 ANNOUNCED = 100_000
 
 
+def _settle(fut: asyncio.Future[T], value: T) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
 def remember(store: dict[str, T], key: str, value: T, most: int) -> None:
     """Put ``key`` in ``store``, first dropping its oldest entry if it holds ``most`` already."""
     if len(store) >= most:
@@ -150,8 +155,7 @@ class RedisStorage:
             remember(self._finished, task_id, data, FINISHED)
         record = self._record(data) if waiting else None
         for fut in waiting or ():
-            if not fut.done():
-                fut.set_result(record)
+            _settle(fut, record)
 
     async def wait(self, task_id: str, timeout: float) -> Record | None:
         loop = asyncio.get_running_loop()
@@ -171,13 +175,17 @@ class RedisStorage:
                     found = await self._register(task_id, deadline - loop.time())
                     if found is not None:
                         return found
+                # at the deadline the wait is woken with None, as when the subscription is lost
+                # (a timer handle costs half as much as asyncio.timeout, on every wait)
+                expire = loop.call_at(deadline, _settle, woken, None)
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        record = await woken
-                except TimeoutError:
-                    return await self._final(task_id)  # one last look
+                    record = await woken
+                finally:
+                    expire.cancel()
                 if record is not None:
                     return record
+                if loop.time() >= deadline:
+                    return await self._final(task_id)  # one last look
                 pushed = False  # the subscription was lost meanwhile: register again
             finally:
                 self._forget(task_id, woken)
@@ -216,8 +224,7 @@ class RedisStorage:
         waiting, self._waiters = self._waiters, {}
         for futures in waiting.values():
             for fut in futures:
-                if not fut.done():
-                    fut.set_result(None)
+                _settle(fut, None)
 
     def delete(self, task_id: str) -> asyncio.Future[bool]:
         self._finished.pop(task_id, None)

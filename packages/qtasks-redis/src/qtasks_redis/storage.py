@@ -107,14 +107,15 @@ class RedisStorage:
             remember(self._announced, record.id, generation, ANNOUNCED)
             return inserted
         final = "1" if record.status in FINAL else "0"
-        found = (keys.record(record.id), keys.waiters(record.id)), (record.status.value, data, px, final, record.id)
+        record_keys = (keys.record(record.id), keys.waiters(record.id))
+        args = (record.status.value, data, px, final, record.id)
         delivery = self._held.get(record.id) if record.status is Status.SUCCESS else None
         if delivery is None:
-            return client.script("save", *found, bool)
+            return client.script("save", record_keys, args, bool)
         # the worker acks the delivery of a success record once it is stored: in the same step,
         # the round trip of the ack (and the wake-ups it costs) are saved
-        (lease_keys, lease), marked = delivery.lease, partial(self._acked, delivery)
-        return client.script("save", (*found[0], *lease_keys), (*found[1], *lease), marked)
+        lease_keys, lease = delivery.lease
+        return client.script("save", (*record_keys, *lease_keys), (*args, *lease), partial(self._acked, delivery))
 
     @staticmethod
     def _acked(delivery: RedisDelivery, written: int) -> bool:

@@ -335,3 +335,68 @@ async def test_a_record_that_can_never_be_stored_dead_letters_the_message() -> N
         assert dead.reason == "record cannot be stored: ValueError: storage refuses this record"
         assert app.decode(dead.body).id == record.id
         assert await app.broker.depth("default") == 0 and worker.counts["success"] == 1
+
+
+async def test_a_delivery_that_acks_with_its_record_is_settled_by_that_one_step() -> None:
+    """Delivery.ack_with (optional): a success or a cancelled outcome is stored through it and
+    not acked again; any other outcome is stored with a save and then nacked or dead-lettered."""
+    from qtasks.builtin.memory import MemoryBroker
+
+    steps: list[str] = []
+
+    class Settling:  # a memory delivery that offers ack_with, and notes each settlement
+        def __init__(self, delivery: Any) -> None:
+            self.inner, self.body, self.count = delivery, delivery.body, delivery.count
+
+        async def ack_with(self, record: Any, ttl: float) -> bool:
+            steps.append(f"ack_with {record.status.value}")
+            written: bool = await app.storage.save(record, ttl)
+            await self.inner.ack()
+            return written
+
+        async def ack(self) -> None:
+            steps.append("ack")
+            await self.inner.ack()
+
+        async def dead_letter(self, reason: str) -> None:
+            steps.append("dead_letter")
+            await self.inner.dead_letter(reason)
+
+        async def nack(self, delay: float = 0.0, body: bytes | None = None) -> None:
+            steps.append("nack")
+            await self.inner.nack(delay, body)
+
+        async def extend(self, lease: float) -> bool:
+            return bool(await self.inner.extend(lease))
+
+    class Broker(MemoryBroker):
+        async def fetch(self, queues: Any, limit: int, lease: float, wait: float) -> list[Any]:
+            return [Settling(d) for d in await super().fetch(queues, limit, lease, wait)]
+
+    app = QueueTasks(broker=Broker(), storage="memory")
+
+    @app.task
+    async def fine() -> int:
+        return 1
+
+    @app.task
+    async def broken() -> None:
+        raise RuntimeError("no")
+
+    @app.task(echo=True)
+    async def gives_up(self: Any) -> None:
+        self.ctx.cancel("not today")
+
+    async def settled(count: int) -> list[str]:
+        deadline = time.monotonic() + 5
+        while len(steps) < count and time.monotonic() < deadline:  # settling follows the record
+            await asyncio.sleep(0.01)
+        return steps
+
+    async with app, running_worker(app):
+        assert (await fine.add_task(timeout=10)).returning == 1
+        assert (await broken.add_task(timeout=10)).status == "error"
+        assert await settled(2) == ["ack_with success", "dead_letter"]
+        assert (await gives_up.add_task(timeout=10)).status == "cancelled"
+        assert await settled(3) == ["ack_with success", "dead_letter", "ack_with cancelled"]
+        assert await app.broker.depth("default") == 0

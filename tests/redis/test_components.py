@@ -218,47 +218,46 @@ async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record
     await check_fresh_marks(redis_app_url)
 
 
-async def test_the_save_of_a_success_record_acks_its_delivery_in_the_same_step(redis_app_url: str) -> None:
-    """The worker acks a delivery right after storing its success record: save.lua does both,
-    and the ack that follows sends nothing. Other records leave the delivery to the worker, and
-    a lease taken over by another worker fences the save's ack out as it does a plain ack."""
+async def test_ack_with_stores_the_record_and_acks_the_delivery_in_one_script(redis_app_url: str) -> None:
+    """Delivery.ack_with, offered when the storage is on the broker's client: save.lua stores
+    the record and acks the message, written or not; a lease taken over by another worker fences
+    its ack out as it does a plain ack's."""
     app, other = QueueTasks(broker=redis_app_url), QueueTasks(broker=redis_app_url)
     r = raw(redis_app_url)
     later = f"{prefix_of(redis_app_url)}:q:default:later"
     async with app, other:
-        broker, storage = app.broker, app.storage
+        broker = app.broker
 
         async def held(name: str, lease: float = 30.0) -> tuple[Message, Any]:
             message = Message(name=name, args=[1])
             await app.submit(message)
             [delivery] = await broker.fetch(["default"], 1, lease, 2.0)
-            assert broker.held[message.id] is delivery
+            assert delivery.ack_with is not None
             return message, delivery
 
         message, delivery = await held("ok")
-        assert await storage.save(Record.from_message(message, Status.SUCCESS, returning=1), 60)
-        assert delivery.acked and await broker.depth("default") == 0
-        await delivery.ack()  # nothing left to do, and no error
+        assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS, returning=1), 60)
+        assert await broker.depth("default") == 0 and await r.zcard(later) == 0
         assert (await app.get(message.id)).returning == 1  # type: ignore[union-attr]
 
-        message, delivery = await held("failed")
-        assert await storage.save(Record.from_message(message, Status.ERROR), 60)
-        assert not delivery.acked and await broker.depth("default") == 1
-        await delivery.dead_letter("boom")  # the worker's choice for a failure, still open to it
-        assert [d.reason for d in await broker.dead_letters()] == ["boom"]
-
         message, delivery = await held("cancelled meanwhile")  # the record is final already:
-        assert await app.cancel(message.id)  # not written, but acked as the worker would
-        assert not await storage.save(Record.from_message(message, Status.SUCCESS), 60)
-        assert delivery.acked and await broker.depth("default") == 0
+        assert await app.cancel(message.id)  # not written, but the message is acked
+        assert not await delivery.ack_with(Record.from_message(message, Status.SUCCESS), 60)
+        assert await broker.depth("default") == 0
+        assert (await app.get(message.id)).status == Status.CANCELLED  # type: ignore[union-attr]
 
         message, delivery = await held("taken over", lease=0.05)
         await asyncio.sleep(0.1)
         [again] = await other.broker.fetch(["default"], 1, 30.0, 2.0)  # the lease lapsed
-        assert await storage.save(Record.from_message(message, Status.SUCCESS), 60)
+        assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS), 60)
         assert await r.zcard(later) == 1 and await broker.depth("default") == 1  # still the other's
         await again.ack()
         assert await broker.depth("default") == 0
+    async with QueueTasks(broker=redis_app_url, storage="memory") as elsewhere:
+        await elsewhere.submit(Message(name="stored elsewhere", args=[]))
+        [delivery] = await elsewhere.broker.fetch(["default"], 1, 30.0, 2.0)
+        assert delivery.ack_with is None  # the worker saves, then acks
+        await delivery.ack()
     await r.aclose()
 
 

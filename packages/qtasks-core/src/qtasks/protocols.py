@@ -55,7 +55,7 @@ class Delivery(Protocol):
     """One leased message handed to a worker. (Methods are shown as ``async def``; any method
     returning an awaitable — a future, say — meets the contract.)
 
-    Exactly one of ``ack``, ``nack`` or ``dead_letter`` settles it. A delivery whose lease has
+    Exactly one of ``ack``, ``nack``, ``dead_letter`` or ``ack_with`` (below) settles it. A delivery whose lease has
     lapsed may have been given to another worker; settling it then must not disturb that other
     delivery (``extend`` returns False to say the lease is lost).
     """
@@ -68,6 +68,10 @@ class Delivery(Protocol):
     # once and stores ``running`` only if the call yields (a call that ends in its first step goes
     # straight to its final record), instead of calling after that save came back. A cancel that
     # lands meanwhile acts as one on a running task.
+    # Optional, read with getattr: ``ack_with`` (None if the broker cannot) is an async
+    # ``(record, ttl) -> bool`` that stores the task's record (as ``Storage.save``) and acks the
+    # message in one atomic step, for a broker that shares its backend with the storage. The worker
+    # settles a success or cancelled outcome with it instead of a save followed by ``ack``.
 
     async def ack(self) -> None:
         """The message is done: remove it."""

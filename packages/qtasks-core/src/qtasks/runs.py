@@ -44,6 +44,9 @@ STATUS = {
 }
 
 
+#: Outcomes whose delivery is acked once their record is stored (the others are nacked or
+#: dead-lettered).
+ACKED = {OutcomeKind.SUCCESS, OutcomeKind.CANCELLED}
 #: Outcomes logged at debug level: a busy worker does not write a line per successful task.
 QUIET = {OutcomeKind.SUCCESS, OutcomeKind.RETRY, OutcomeKind.CANCELLED, OutcomeKind.DUPLICATE}
 

@@ -26,7 +26,7 @@ from qtasks.log import debug_enabled, get_logger
 from qtasks.messages import Record, Status
 from qtasks.plugins import enter_all
 from qtasks.protocols import Delivery
-from qtasks.runs import QUIET, STATUS, Outcome, OutcomeKind, TaskContext, TaskRun, traceback_of
+from qtasks.runs import ACKED, QUIET, STATUS, Outcome, OutcomeKind, TaskContext, TaskRun, traceback_of
 
 __all__ = ["Outcome", "OutcomeKind", "TaskContext", "TaskRun", "Worker"]
 
@@ -300,7 +300,7 @@ class Worker:
             return
         if kind is OutcomeKind.SUCCESS and (step := message.next_step(outcome.value)) is not None:
             await self._persist(self.app.submit, step)  # before this record: a crash reruns this step
-        now = time.time()
+        now, ack_with = time.time(), getattr(delivery, "ack_with", None) if kind in ACKED else None
         record = Record.from_message(
             message,
             STATUS[kind],
@@ -313,7 +313,7 @@ class Worker:
             traceback=traceback_of(outcome),
         )
         try:
-            await self._persist(self.app.storage.save, record, self.app.config.result_ttl)
+            await self._persist(ack_with or self.app.storage.save, record, self.app.config.result_ttl)
         except OSError:
             raise  # the backend stayed away: the lease lapses and the message comes back
         except Exception as exc:  # this record can never be stored: keep the message, say why
@@ -330,10 +330,10 @@ class Worker:
                 history=[*message.history, {"attempt": message.attempt, "error": outcome.reason, "at": now}],
             )
             await self.app.publish(again, lambda body: self._persist(delivery.nack, delay, body))
-        elif kind in (OutcomeKind.SUCCESS, OutcomeKind.CANCELLED):
-            await self._persist(delivery.ack)
-        else:
+        elif kind not in ACKED:
             await self._persist(delivery.dead_letter, outcome.reason or kind.value)
+        elif ack_with is None:  # else the save acked it
+            await self._persist(delivery.ack)
 
     async def _persist(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Call a broker or storage operation, retrying with backoff while the backend is down

@@ -21,17 +21,20 @@ import itertools
 import json
 import math
 import uuid
-import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtasks.log import get_logger
+from qtasks.messages import Record
 from qtasks.protocols import DEAD_LETTER, DELAY, LEASE, PRIORITY, DeadLetter, Envelope
 from redis.exceptions import ResponseError
 
 from qtasks_redis.client import RedisClient, evalsha
 from qtasks_redis.keys import QueueKeys
 from qtasks_redis.scripts import script
+
+if TYPE_CHECKING:
+    from qtasks_redis.storage import RedisStorage
 
 log = get_logger("qtasks.redis")
 
@@ -52,26 +55,27 @@ class RedisDelivery:
     lease at once) takes them without a task each.
     """
 
-    __slots__ = ("__weakref__", "_broker", "_keys", "_seq", "_token", "acked", "body", "count", "fresh")
+    __slots__ = ("_broker", "_keys", "_seq", "_token", "ack_with", "body", "count", "fresh")
 
     def __init__(
         self, broker: RedisBroker, keys: QueueKeys, seq: bytes, token: str, body: bytes, count: int, fresh: int
     ) -> None:
         self._broker, self._keys, self._seq, self._token = broker, keys, seq, token
         self.body, self.count, self.fresh = body, count, fresh == 1
-        #: Set once the save of the task's `success` record acked it too (see RedisStorage.save).
-        self.acked = False
+        #: Delivery.ack_with, when the app's storage is on this client: the record and the ack
+        #: in one script (``save.lua``), no round trip for the ack of its own.
+        self.ack_with = self._ack_with if broker.storage is not None else None
 
     @property
     def lease(self) -> tuple[tuple[str, str], tuple[bytes, str]]:
         """Its queue's keys and its lease, as ``save.lua`` takes them to ack it."""
         return (self._keys.later, self._keys.msgs), (self._seq, self._token)
 
+    def _ack_with(self, record: Record, ttl: float) -> asyncio.Future[bool]:
+        assert self._broker.storage is not None
+        return self._broker.storage.save(record, ttl, ack=self)
+
     def ack(self) -> asyncio.Future[None]:
-        if self.acked:  # by the save of its success record, just before: nothing left to do
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
         args = (self._seq, self._token)
         return self._broker.client.script("ack", (self._keys.later, self._keys.msgs), args, _none)
 
@@ -100,10 +104,9 @@ class RedisBroker:
         self.records = ""
         #: per set of queues: loop time at which the first of their `later` entries falls due
         self._due: dict[tuple[str, ...], float | None] = {}
-        #: The deliveries this process holds, by task id, while the storage is on this client:
-        #: the save of a task's `success` record then acks its delivery in the same step (the
-        #: worker acks a delivery right after storing its success record).
-        self.held: weakref.WeakValueDictionary[str, RedisDelivery] = weakref.WeakValueDictionary()
+        #: The app's storage when it is on this client (see ``plugin.make_storage``): each
+        #: delivery's ``ack_with`` then saves the record and acks in one step.
+        self.storage: RedisStorage | None = None
 
     async def start(self) -> None:
         await self.client.open()
@@ -179,15 +182,10 @@ class RedisBroker:
                 return found
 
     def _deliveries(self, queue_keys: list[QueueKeys], token: str, reply: list[Any]) -> list[RedisDelivery]:
-        found = [
+        return [
             RedisDelivery(self, queue_keys[reply[i] - 1], reply[i + 1], token, reply[i + 3], reply[i + 2], reply[i + 4])
-            for i in range(1, len(reply), 6)
+            for i in range(1, len(reply), 5)
         ]
-        if self.records:
-            for i, delivery in zip(range(6, len(reply), 6), found, strict=True):
-                if reply[i] and reply[i] in delivery.body:  # the id its entry gives is its body's
-                    self.held[reply[i].decode()] = delivery
-        return found
 
     async def depth(self, queue: str) -> int:
         k = self.client.keys.queue(queue)

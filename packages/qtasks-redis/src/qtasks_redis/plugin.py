@@ -34,7 +34,8 @@ def make_storage(request: ComponentRequest) -> Any:
     broker = request.broker
     if isinstance(broker, RedisBroker) and (broker.client.url, broker.client.keys.prefix) == split_url(request.url):
         broker.records = broker.client.keys.record("")
-        return RedisStorage(broker.client, request.serializer, broker.held)
+        broker.storage = storage = RedisStorage(broker.client, request.serializer)
+        return storage
     return RedisStorage(RedisClient(request.url), request.serializer)
 
 

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qtasks.messages import FINAL, Record, Status
 
-from qtasks_redis.broker import RedisDelivery
+if TYPE_CHECKING:
+    from qtasks_redis.broker import RedisDelivery
+
 from qtasks_redis.client import RedisClient
 from qtasks_redis.subscriber import Subscriber
 
@@ -61,12 +62,8 @@ def remember(store: dict[str, T], key: str, value: T, most: int) -> None:
 
 
 class RedisStorage:
-    """:param held: the deliveries of the app's redis broker on the same client, by task id
-    (``RedisBroker.held``): the save of a `success` record acks the task's delivery too."""
-
-    def __init__(self, client: RedisClient, serializer: Any, held: Mapping[str, RedisDelivery] | None = None) -> None:
+    def __init__(self, client: RedisClient, serializer: Any) -> None:
         self.client, self._serializer = client, serializer
-        self._held: Mapping[str, RedisDelivery] = {} if held is None else held
         self._waiters: dict[str, list[Waiter]] = {}
         #: task id -> subscription generation in which its waiter set got our channel
         self._announced: dict[str, int] = {}
@@ -84,8 +81,10 @@ class RedisStorage:
         self._reset()
         await self.client.close()
 
-    def save(self, record: Record, ttl: float) -> asyncio.Future[bool]:
-        """Write the record unless a save rule forbids it; True if written.
+    def save(self, record: Record, ttl: float, ack: RedisDelivery | None = None) -> asyncio.Future[bool]:
+        """Write the record unless a save rule forbids it; True if written. With ``ack`` (a
+        delivery of the broker on this client: its ``ack_with``), that message is acked in the
+        same script, whether or not the record was written.
 
         Returns an asyncio future rather than a coroutine (awaiting it is the same): ``add_task``
         runs it beside the broker's publish, and needs no task for it.
@@ -109,18 +108,10 @@ class RedisStorage:
         final = "1" if record.status in FINAL else "0"
         record_keys = (keys.record(record.id), keys.waiters(record.id))
         args = (record.status.value, data, px, final, record.id)
-        delivery = self._held.get(record.id) if record.status is Status.SUCCESS else None
-        if delivery is None:
+        if ack is None:
             return client.script("save", record_keys, args, bool)
-        # the worker acks the delivery of a success record once it is stored: in the same step,
-        # the round trip of the ack (and the wake-ups it costs) are saved
-        lease_keys, lease = delivery.lease
-        return client.script("save", (*record_keys, *lease_keys), (*args, *lease), partial(self._acked, delivery))
-
-    @staticmethod
-    def _acked(delivery: RedisDelivery, written: int) -> bool:
-        delivery.acked = True
-        return bool(written)
+        lease_keys, lease = ack.lease  # the message is acked in the same script
+        return client.script("save", (*record_keys, *lease_keys), (*args, *lease), bool)
 
     def _inserted(self, task_id: str, found: bytes | None) -> bool:
         """The reply of a ``new`` record's ``SET NX GET``: None if inserted, else the record that

@@ -19,7 +19,7 @@
 -- ARGV: limit, lease_ms, token, dead_ttl_ms, record key prefix ('' for none), repair ('1' or
 --       '0'), the queue names
 -- Returns {ms until the next entry of `later` is due (-1: none), then per message:
---          queue index, seq, delivery count, body, 1 if fresh else 0, task id ('' if unknown)}
+--          queue index, seq, delivery count, body, 1 if fresh else 0}
 local limit, lease_ms, token, dead_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local records = ARGV[5]
 local now = now_ms()
@@ -70,7 +70,7 @@ local function take(q, key, n, with_ids, ready)
     else
       for _, v in ipairs({seq .. ':n', 1, seq .. ':t', token}) do fields[#fields + 1] = v end
       adds[#adds + 1] = deadline
-      for _, v in ipairs({q, seq, 1, body, fresh(id), id or ''}) do out[#out + 1] = v end
+      for _, v in ipairs({q, seq, 1, body, fresh(id)}) do out[#out + 1] = v end
     end
     adds[#adds + 1] = seq
     if #adds >= 1000 or i == #entries then
@@ -151,7 +151,7 @@ for _, p in ipairs(picked) do
     local count = redis.call('HINCRBY', k(q, 3), seq .. ':n', 1)
     redis.call('HSET', k(q, 3), seq .. ':t', token)
     redis.call('ZADD', k(q, 2), deadline, seq)
-    for _, v in ipairs({q, seq, count, body, count == 1 and fresh(id) or 0, id or ''}) do
+    for _, v in ipairs({q, seq, count, body, count == 1 and fresh(id) or 0}) do
       out[#out + 1] = v
     end
   else

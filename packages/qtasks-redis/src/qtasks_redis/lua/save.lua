@@ -1,9 +1,9 @@
 -- Store a task record ("status\ndata") unless the stored one is final. A final record is also
 -- published ("task id\ndata") to every reply channel in the task's waiter set (added by the
 -- submitting storage, or by wait.lua).
--- Given a leased message too (the worker's `success` record of the delivery it holds: see
--- RedisStorage.save), the message is acked in the same step, written or not, as the worker
--- would ack it right after: no round trip of its own.
+-- Given a leased message too (Delivery.ack_with: the worker settles a success or cancelled
+-- outcome with it), the message is acked in the same step, written or not: no round trip of
+-- its own for the ack.
 -- KEYS: record, waiters[, later, msgs]    ARGV: status, data, ttl_ms, '1' if the status is final,
 --       task id[, seq, token]
 -- Returns 1 if the record was written, else 0.

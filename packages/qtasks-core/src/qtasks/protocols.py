@@ -55,9 +55,9 @@ class Delivery(Protocol):
     """One leased message handed to a worker. (Methods are shown as ``async def``; any method
     returning an awaitable — a future, say — meets the contract.)
 
-    Exactly one of ``ack``, ``nack``, ``dead_letter`` or ``ack_with`` (below) settles it. A delivery whose lease has
-    lapsed may have been given to another worker; settling it then must not disturb that other
-    delivery (``extend`` returns False to say the lease is lost).
+    Exactly one of ``ack``, ``nack``, ``dead_letter`` or ``ack_with`` (below) settles it. A
+    delivery whose lease has lapsed may have been given to another worker; settling it then must
+    not disturb that other delivery (``extend`` returns False to say the lease is lost).
     """
 
     body: bytes

@@ -21,7 +21,7 @@ import itertools
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qtasks.log import get_logger
@@ -55,16 +55,19 @@ class RedisDelivery:
     lease at once) takes them without a task each.
     """
 
-    __slots__ = ("_broker", "_keys", "_seq", "_token", "ack_with", "body", "count", "fresh")
+    __slots__ = ("_broker", "_keys", "_seq", "_token", "body", "count", "fresh")
 
     def __init__(
         self, broker: RedisBroker, keys: QueueKeys, seq: bytes, token: str, body: bytes, count: int, fresh: int
     ) -> None:
         self._broker, self._keys, self._seq, self._token = broker, keys, seq, token
         self.body, self.count, self.fresh = body, count, fresh == 1
-        #: Delivery.ack_with, when the app's storage is on this client: the record and the ack
-        #: in one script (``save.lua``), no round trip for the ack of its own.
-        self.ack_with = self._ack_with if broker.storage is not None else None
+
+    @property
+    def ack_with(self) -> Callable[[Record, float], asyncio.Future[bool]] | None:
+        """Delivery.ack_with, when the app's storage is on this client: the record and the ack
+        in one script (``save.lua``), no round trip for the ack of its own."""
+        return self._ack_with if self._broker.storage is not None else None
 
     @property
     def lease(self) -> tuple[tuple[str, str], tuple[bytes, str]]:

@@ -102,14 +102,17 @@ class RedisBroker:
 
     def __init__(self, client: RedisClient, dead_letter_ttl: float = 7 * 86400.0) -> None:
         self.client, self.dead_letter_ttl = client, dead_letter_ttl
-        #: Where the app's task records live when its storage is on this client (see
-        #: ``plugin.make_storage``): the claim then tells which deliveries are fresh.
-        self.records = ""
+        #: The app's storage when it is on this client (see ``plugin.make_storage``): the claim
+        #: then tells which deliveries are fresh (``records``), and each delivery's ``ack_with``
+        #: saves the record and acks in one step.
+        self.storage: RedisStorage | None = None
         #: per set of queues: loop time at which the first of their `later` entries falls due
         self._due: dict[tuple[str, ...], float | None] = {}
-        #: The app's storage when it is on this client (see ``plugin.make_storage``): each
-        #: delivery's ``ack_with`` then saves the record and acks in one step.
-        self.storage: RedisStorage | None = None
+
+    @property
+    def records(self) -> str:
+        """The key prefix of the app's task records if they are on this client, else ''."""
+        return "" if self.storage is None else self.client.keys.record("")
 
     async def start(self) -> None:
         await self.client.open()

@@ -26,14 +26,14 @@ def make_broker(request: ComponentRequest) -> Any:
 def make_storage(request: ComponentRequest) -> Any:
     """A storage on the app's broker's client when that is a redis broker on the same server and
     prefix (one set of connections per app: a submit is one pipeline; the broker's claim then
-    reads the records, see ``RedisBroker.records``), else on a client of its own."""
+    reads the records and its deliveries offer ``ack_with``, see ``RedisBroker.storage``), else
+    on a client of its own."""
     from qtasks_redis.broker import RedisBroker
     from qtasks_redis.client import RedisClient, split_url
     from qtasks_redis.storage import RedisStorage
 
     broker = request.broker
     if isinstance(broker, RedisBroker) and (broker.client.url, broker.client.keys.prefix) == split_url(request.url):
-        broker.records = broker.client.keys.record("")
         broker.storage = storage = RedisStorage(broker.client, request.serializer)
         return storage
     return RedisStorage(RedisClient(request.url), request.serializer)

@@ -63,16 +63,20 @@ local function take(q, key, n, with_ids, ready)
     local cut = with_ids and string.find(entry, '\n', 1, true)
     local id, body = nil, entry
     if cut then id, body = string.sub(entry, 1, cut - 1), string.sub(entry, cut + 1) end
-    fields[#fields + 1], fields[#fields + 2] = seq, body
-    if id then fields[#fields + 1], fields[#fields + 2] = seq .. ':i', id end
-    if ready then
-      adds[#adds + 1] = 0
-    else
-      for _, v in ipairs({seq .. ':n', 1, seq .. ':t', token}) do fields[#fields + 1] = v end
-      adds[#adds + 1] = deadline
-      for _, v in ipairs({q, seq, 1, body, fresh(id)}) do out[#out + 1] = v end
+    local f, a, o = #fields, #adds, #out
+    fields[f + 1], fields[f + 2] = seq, body
+    if id then
+      fields[f + 3], fields[f + 4] = seq .. ':i', id
+      f = f + 2
     end
-    adds[#adds + 1] = seq
+    if ready then
+      adds[a + 1] = 0
+    else
+      fields[f + 3], fields[f + 4], fields[f + 5], fields[f + 6] = seq .. ':n', 1, seq .. ':t', token
+      adds[a + 1] = deadline
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = q, seq, 1, body, fresh(id)
+    end
+    adds[a + 2] = seq
     if #adds >= 1000 or i == #entries then
       write(key, entries, from, 'HSET', k(q, 3), unpack(fields))
       write(key, entries, from, 'ZADD', ready and k(q, 1) or k(q, 2), unpack(adds))

@@ -260,7 +260,7 @@ class Worker:
         except TypeError as exc:
             return Outcome(OutcomeKind.REJECTED, exc=exc, reason=f"wrong arguments: {exc}")
         if getattr(run.delivery, "fresh", False):  # see Delivery: call now; `running` once it yields
-            asyncio.get_running_loop().call_soon(self._running, run)
+            asyncio.get_running_loop().call_soon(lambda: run.calling and self._running(run))  # no record if done
         elif not await self._persist(self.app.storage.save, self._running(run), self.app.config.result_ttl):
             stored = await self.app.storage.get(message.id)
             if stored is not None and stored.status == Status.CANCELLED:

@@ -400,3 +400,59 @@ async def test_a_delivery_that_acks_with_its_record_is_settled_by_that_one_step(
         assert (await gives_up.add_task(timeout=10)).status == "cancelled"
         assert await settled(3) == ["ack_with success", "dead_letter", "ack_with cancelled"]
         assert await app.broker.depth("default") == 0
+
+
+async def test_a_renewal_that_meets_a_run_already_acked_while_settling_is_not_a_lost_lease(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The heartbeat renews runs older than one interval. One that is being settled may have
+    been acked (ack_with) before its settlement returns: its renewal then fails, and that is no
+    lost lease."""
+    import logging
+
+    from qtasks.builtin.memory import MemoryBroker
+
+    release, acked = asyncio.Event(), asyncio.Event()
+    late: list[bool] = []  # renewals tried after the ack, and their results
+
+    class Slow:  # a memory delivery whose ack_with acks, then returns only when released
+        def __init__(self, delivery: Any) -> None:
+            self.inner, self.body, self.count = delivery, delivery.body, delivery.count
+            self.ack, self.nack, self.dead_letter = delivery.ack, delivery.nack, delivery.dead_letter
+
+        async def ack_with(self, record: Any, ttl: float) -> bool:
+            written: bool = await app.storage.save(record, ttl)
+            await self.inner.ack()
+            acked.set()
+            await release.wait()
+            return written
+
+        async def extend(self, lease: float) -> bool:
+            renewed: bool = await self.inner.extend(lease)
+            if acked.is_set():
+                late.append(renewed)
+            return renewed
+
+    class Broker(MemoryBroker):
+        async def fetch(self, queues: Any, limit: int, lease: float, wait: float) -> list[Any]:
+            return [Slow(d) for d in await super().fetch(queues, limit, lease, wait)]
+
+    app = QueueTasks(broker=Broker(), storage="memory")
+
+    @app.task
+    async def steady() -> int:
+        await asyncio.sleep(0.1)  # older than one heartbeat interval (0.05 s) when it settles
+        return 1
+
+    caplog.set_level(logging.WARNING, logger="qtasks.worker")
+    async with app, running_worker(app, lease=0.2):
+        record = await steady.add_task()
+        await asyncio.wait_for(acked.wait(), 5)
+        for _ in range(100):
+            if late:
+                break
+            await asyncio.sleep(0.01)
+        release.set()
+        assert (await app.wait(record.id, 5)).returning == 1
+    assert late and not any(late), "the heartbeat tried to renew the acked run, and could not"
+    assert not [r for r in caplog.records if "lease.lost" in r.getMessage()]

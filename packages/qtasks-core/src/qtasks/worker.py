@@ -180,7 +180,7 @@ class Worker:
         if due:
             renewed = await asyncio.gather(*(r.delivery.extend(self.lease) for r in due), return_exceptions=True)
             for run, ok in zip(due, renewed, strict=True):
-                if ok is not True:
+                if ok is not True and run.outcome is None:  # once settling, it may be acked already
                     self.log.warning("lease.lost", task_id=run.message.id, error=repr(ok) if ok is not False else None)
         calling = [r for r in due if r.calling]
         records = await asyncio.gather(*(self.app.storage.get(r.message.id) for r in calling), return_exceptions=True)

@@ -337,11 +337,20 @@ async def test_a_record_that_can_never_be_stored_dead_letters_the_message() -> N
         assert await app.broker.depth("default") == 0 and worker.counts["success"] == 1
 
 
+def wrapping(wrap: Any) -> Any:
+    """A memory broker whose deliveries come wrapped in ``wrap``."""
+    from qtasks.builtin.memory import MemoryBroker
+
+    class Broker(MemoryBroker):
+        async def fetch(self, queues: Any, limit: int, lease: float, wait: float) -> list[Any]:
+            return [wrap(d) for d in await super().fetch(queues, limit, lease, wait)]
+
+    return Broker()
+
+
 async def test_a_delivery_that_acks_with_its_record_is_settled_by_that_one_step() -> None:
     """Delivery.ack_with (optional): a success or a cancelled outcome is stored through it and
     not acked again; any other outcome is stored with a save and then nacked or dead-lettered."""
-    from qtasks.builtin.memory import MemoryBroker
-
     steps: list[str] = []
 
     class Settling:  # a memory delivery that offers ack_with, and notes each settlement
@@ -369,11 +378,7 @@ async def test_a_delivery_that_acks_with_its_record_is_settled_by_that_one_step(
         async def extend(self, lease: float) -> bool:
             return bool(await self.inner.extend(lease))
 
-    class Broker(MemoryBroker):
-        async def fetch(self, queues: Any, limit: int, lease: float, wait: float) -> list[Any]:
-            return [Settling(d) for d in await super().fetch(queues, limit, lease, wait)]
-
-    app = QueueTasks(broker=Broker(), storage="memory")
+    app = QueueTasks(broker=wrapping(Settling), storage="memory")
 
     @app.task
     async def fine() -> int:
@@ -410,8 +415,6 @@ async def test_a_renewal_that_meets_a_run_already_acked_while_settling_is_not_a_
     lost lease."""
     import logging
 
-    from qtasks.builtin.memory import MemoryBroker
-
     release, acked = asyncio.Event(), asyncio.Event()
     late: list[bool] = []  # renewals tried after the ack, and their results
 
@@ -433,11 +436,7 @@ async def test_a_renewal_that_meets_a_run_already_acked_while_settling_is_not_a_
                 late.append(renewed)
             return renewed
 
-    class Broker(MemoryBroker):
-        async def fetch(self, queues: Any, limit: int, lease: float, wait: float) -> list[Any]:
-            return [Slow(d) for d in await super().fetch(queues, limit, lease, wait)]
-
-    app = QueueTasks(broker=Broker(), storage="memory")
+    app = QueueTasks(broker=wrapping(Slow), storage="memory")
 
     @app.task
     async def steady() -> int:

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 from qtasks.asyncio import QueueTasks
+from qtasks.messages import Message
 from qtasks.protocols import Envelope
 
 from tests.conftest import qtasks_cli
@@ -154,6 +155,15 @@ async def wait_for_group(url: str, members: int, queue: str = "default", timeout
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
+
+
+async def leased_one(app: QueueTasks, name: str, lease: float = 30.0) -> tuple[Message, Any]:
+    """Submit a task and lease its message; the delivery, which must offer ``ack_with``."""
+    message = Message(name=name, args=[1])
+    await app.submit(message)
+    [delivery] = await app.broker.fetch(["default"], 1, lease, 2.0)
+    assert delivery.ack_with is not None
+    return message, delivery
 
 
 async def check_fresh_marks(broker: str) -> None:

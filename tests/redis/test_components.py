@@ -19,7 +19,7 @@ from qtasks_redis import RedisBroker, RedisStorage
 from qtasks_redis.client import RedisUnavailable
 from redis.exceptions import ResponseError
 
-from tests.backends.kit import check_fresh_marks
+from tests.backends.kit import check_fresh_marks, leased_one
 from tests.redis.conftest import with_prefix
 from tests.servers import redis_server
 
@@ -228,25 +228,18 @@ async def test_ack_with_stores_the_record_and_acks_the_delivery_in_one_script(re
     async with app, other:
         broker = app.broker
 
-        async def held(name: str, lease: float = 30.0) -> tuple[Message, Any]:
-            message = Message(name=name, args=[1])
-            await app.submit(message)
-            [delivery] = await broker.fetch(["default"], 1, lease, 2.0)
-            assert delivery.ack_with is not None
-            return message, delivery
-
-        message, delivery = await held("ok")
+        message, delivery = await leased_one(app, "ok")
         assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS, returning=1), 60)
         assert await broker.depth("default") == 0 and await r.zcard(later) == 0
         assert (await app.get(message.id)).returning == 1  # type: ignore[union-attr]
 
-        message, delivery = await held("cancelled meanwhile")  # the record is final already:
+        message, delivery = await leased_one(app, "cancelled meanwhile")  # the record is final already:
         assert await app.cancel(message.id)  # not written, but the message is acked
         assert not await delivery.ack_with(Record.from_message(message, Status.SUCCESS), 60)
         assert await broker.depth("default") == 0
         assert (await app.get(message.id)).status == Status.CANCELLED  # type: ignore[union-attr]
 
-        message, delivery = await held("taken over", lease=0.05)
+        message, delivery = await leased_one(app, "taken over", lease=0.05)
         await asyncio.sleep(0.1)
         [again] = await other.broker.fetch(["default"], 1, 30.0, 2.0)  # the lease lapsed
         assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS), 60)

@@ -17,13 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from qtasks.messages import Record
 from qtasks.protocols import DEAD_LETTER, DELAY, LEASE, PRIORITY, DeadLetter, Envelope
 
 from qtasks_postgres.database import Database
 from qtasks_postgres.writes import Ack, Bury, Extend, Nack, Publish
+
+if TYPE_CHECKING:
+    from qtasks_postgres.storage import PostgresStorage
 
 #: While the listener is down, a waiting fetch looks this often.
 POLL = 0.25
@@ -41,6 +45,16 @@ class PostgresDelivery:
     ) -> None:
         self._broker, self._seq, self._token, self.body, self.count = broker, seq, token, body, count
         self.fresh = fresh
+
+    @property
+    def ack_with(self) -> Callable[[Record, float], Awaitable[bool]] | None:
+        """Delivery.ack_with, when the app's storage is on this database: the record's save and
+        the ack as one write (:class:`~qtasks_postgres.writes.Settle`), not two batches."""
+        return self._ack_with if self._broker.storage is not None else None
+
+    async def _ack_with(self, record: Record, ttl: float) -> bool:
+        assert self._broker.storage is not None
+        return await self._broker.storage.save(record, ttl, ack=Ack(self._seq, self._token))
 
     async def ack(self) -> None:
         await self._broker.db.write(Ack(self._seq, self._token))
@@ -63,6 +77,9 @@ class PostgresBroker:
 
     def __init__(self, db: Database, dead_letter_ttl: float = 7 * 86400.0) -> None:
         self.db, self.dead_letter_ttl = db, float(dead_letter_ttl)
+        #: The app's storage when it shares this database (see ``plugin.make_storage``): each
+        #: delivery's ``ack_with`` then stores the record and acks in one write.
+        self.storage: PostgresStorage | None = None
         #: queue name -> the events of the fetches waiting for it
         self._waiting: dict[str, set[asyncio.Event]] = {}
 

@@ -26,7 +26,8 @@ def make_broker(request: ComponentRequest) -> Any:
 
 def make_storage(request: ComponentRequest) -> Any:
     """A storage on the app's broker's pool when that is a postgres broker on the same database,
-    schema and prefix (one pool per app: a submit is one round trip), else on a pool of its own."""
+    schema and prefix (one pool per app: a submit is one round trip, and a success is stored and
+    acked in one), else on a pool of its own."""
     from qtasks_postgres.broker import PostgresBroker
     from qtasks_postgres.database import Database
     from qtasks_postgres.storage import PostgresStorage
@@ -35,7 +36,8 @@ def make_storage(request: ComponentRequest) -> Any:
     target = parse(request.url)
     broker = request.broker
     if isinstance(broker, PostgresBroker) and broker.db.target.key == target.key:
-        return PostgresStorage(broker.db, request.serializer)
+        broker.storage = PostgresStorage(broker.db, request.serializer)  # its deliveries ack_with
+        return broker.storage
     return PostgresStorage(Database(target), request.serializer)
 
 

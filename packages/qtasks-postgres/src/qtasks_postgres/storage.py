@@ -20,7 +20,7 @@ from typing import Any
 from qtasks.messages import FINAL, Record
 
 from qtasks_postgres.database import Database
-from qtasks_postgres.writes import Save
+from qtasks_postgres.writes import Ack, Save, Settle
 
 #: While the listener is down, a waiter looks this often.
 POLL = 0.25
@@ -58,10 +58,14 @@ class PostgresStorage:
         self._wake_all()
         await self.db.close()
 
-    async def save(self, record: Record, ttl: float) -> bool:
+    async def save(self, record: Record, ttl: float, ack: Ack | None = None) -> bool:
+        """Write the record unless a save rule forbids it; True if written. With ``ack`` (a
+        delivery's, on this database: its ``ack_with``), that message is acked in the same
+        write, written or not."""
         data = self._serializer.dumps(record.to_dict())
         key = stored_id(record.id)
-        written = bool(await self.db.write(Save(key, record.status.value, data, float(ttl))))
+        save = Save(key, record.status.value, data, float(ttl))
+        written = bool(await self.db.write(save if ack is None else Settle(save, ack)))
         if written and record.status in FINAL:
             self._woken(key)  # the waiters of this process need not wait for the notification
         return written

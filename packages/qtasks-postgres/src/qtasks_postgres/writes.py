@@ -1,9 +1,10 @@
 """The writes qtasks makes, and how a batch of them becomes one call of the ``apply`` function.
 
 Every write is a small value (:class:`Publish`, :class:`Save`, :class:`Extend`, :class:`Nack`,
-:class:`Bury`, :class:`Ack`). The writes that the tasks of one process issue in one event-loop
-turn are gathered (``qtasks.batching.Coalescer``) and turned into the 22 arrays of one
-``apply`` call: one statement, one round trip, one transaction, however many writes.
+:class:`Bury`, :class:`Ack`, and :class:`Settle`: a save and an ack as one). The writes that
+the tasks of one process issue in one event-loop turn are gathered
+(``qtasks.batching.Coalescer``) and turned into the 22 arrays of one ``apply`` call: one
+statement, one round trip, one transaction, however many writes.
 """
 
 from __future__ import annotations
@@ -59,7 +60,16 @@ class Ack:
     token: uuid.UUID
 
 
-Write = Publish | Save | Extend | Nack | Bury | Ack
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """A record's save and a delivery's ack that stand or fall together (``Delivery.ack_with``):
+    one write, so a batch sent again write by write never applies the one without the other."""
+
+    save: Save
+    ack: Ack
+
+
+Write = Publish | Save | Extend | Nack | Bury | Ack | Settle
 #: The apply function's parameters, per kind, in its order.
 _FIELDS: tuple[tuple[type[Any], tuple[str, ...]], ...] = (
     (Publish, ("queue", "priority", "eta", "body", "task_id")),
@@ -71,6 +81,11 @@ _FIELDS: tuple[tuple[type[Any], tuple[str, ...]], ...] = (
 )
 
 
+def _save_in(write: Write) -> Save | None:
+    """The record save that ``write`` makes, if any."""
+    return write.save if isinstance(write, Settle) else write if isinstance(write, Save) else None
+
+
 def rounds(writes: list[Write]) -> list[list[Write]]:
     """Split a batch, keeping its order, so that no record id is saved twice in one call (one
     ``INSERT ... ON CONFLICT`` cannot touch a row twice; a record saved twice in one turn -- a
@@ -78,20 +93,21 @@ def rounds(writes: list[Write]) -> list[list[Write]]:
     found: list[list[Write]] = [[]]
     ids: set[str] = set()
     for write in writes:
-        if isinstance(write, Save):
-            if write.id in ids:
+        if (save := _save_in(write)) is not None:
+            if save.id in ids:
                 found.append([])
                 ids.clear()
-            ids.add(write.id)
+            ids.add(save.id)
         found[-1].append(write)
     return found
 
 
 def arguments(writes: list[Write]) -> list[list[Any]]:
     """The apply function's 22 arrays for these writes."""
+    parts = [part for w in writes for part in ((w.save, w.ack) if isinstance(w, Settle) else (w,))]
     columns: list[list[Any]] = []
     for kind, fields in _FIELDS:
-        chosen = [w for w in writes if type(w) is kind]
+        chosen = [w for w in parts if type(w) is kind]
         columns.extend([getattr(w, name) for w in chosen] for name in fields)
     return columns
 
@@ -101,8 +117,8 @@ def results(writes: list[Write], saved: list[str] | None, extended: list[int] | 
     written, renewed = set(saved or ()), set(extended or ())
     out: list[bool | None] = []
     for write in writes:
-        if isinstance(write, Save):
-            out.append(write.id in written)
+        if (save := _save_in(write)) is not None:
+            out.append(save.id in written)
         elif isinstance(write, Extend):
             out.append(write.seq in renewed)
         else:

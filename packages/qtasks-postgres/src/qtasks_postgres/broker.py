@@ -20,13 +20,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qtasks.messages import Record
 from qtasks.protocols import DEAD_LETTER, DELAY, LEASE, PRIORITY, DeadLetter, Envelope
 
 from qtasks_postgres.database import Database
 from qtasks_postgres.writes import Ack, Bury, Extend, Nack, Publish
 
 if TYPE_CHECKING:
+    from qtasks.messages import Record
+
     from qtasks_postgres.storage import PostgresStorage
 
 #: While the listener is down, a waiting fetch looks this often.

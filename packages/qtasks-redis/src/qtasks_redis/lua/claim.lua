@@ -87,12 +87,18 @@ local function take(q, key, n, with_ids, ready)
   return #entries
 end
 
+-- One queue whose later, inbox and ready are all empty (only posted messages, if any: the
+-- common case) needs one look rather than three, and nothing below: its posted messages are
+-- leased straight from their list.
+if nq == 1 and ARGV[6] ~= '1' and redis.call('EXISTS', k(1, 2), k(1, 4), k(1, 1)) == 0 then
+  if take(1, k(1, 6), limit, true, false) > 0 then out[1] = lease_ms end
+  if more[1] then wake(k(1, 5)) end
+  return out
+end
+
 -- Per queue: the first entry of `later` (false: unknown, read it again at the end), and whether
 -- `ready` and the inbox are known to be empty (then the candidates and the baton need no look).
 local first, idle = {}, {}
--- One queue whose later, inbox and ready are all empty (only posted messages, if any: the
--- common case) needs one look rather than three.
-local empty = nq == 1 and ARGV[6] ~= '1' and redis.call('EXISTS', k(1, 2), k(1, 4), k(1, 1)) == 0
 for q = 1, nq do
   if ARGV[6] == '1' then
     repair(k(q, 4), 'list', nil, now)
@@ -102,7 +108,7 @@ for q = 1, nq do
     repair(k(q, 5), 'list', nil, now)
     repair(k(q, 6), 'list', nil, now)
   end
-  first[q] = empty and {} or redis.call('ZRANGE', k(q, 2), 0, 0, 'WITHSCORES')
+  first[q] = redis.call('ZRANGE', k(q, 2), 0, 0, 'WITHSCORES')
   if first[q][2] and tonumber(first[q][2]) <= now then
     first[q] = false
     local due = redis.call('ZRANGEBYSCORE', k(q, 2), '-inf', now, 'LIMIT', 0, 1000)
@@ -116,12 +122,12 @@ for q = 1, nq do
     redis.call('ZREM', k(q, 2), unpack(due))
     redis.call('HDEL', k(q, 3), unpack(tokens))
   end
-  idle[q] = (empty or take(q, k(q, 4), 100, false, true) == 0) and nq == 1 and first[q] ~= false
+  idle[q] = take(q, k(q, 4), 100, false, true) == 0 and nq == 1 and first[q] ~= false
 end
 
 local left = limit
 if nq == 1 then
-  local top = empty and {} or redis.call('ZRANGE', k(1, 1), 0, 0, 'WITHSCORES')
+  local top = redis.call('ZRANGE', k(1, 1), 0, 0, 'WITHSCORES')
   idle[1] = idle[1] and not top[2]
   if not top[2] or tonumber(top[2]) > 0 then
     left = left - take(1, k(1, 6), limit, true, false)

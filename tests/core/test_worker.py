@@ -215,6 +215,22 @@ async def test_wrong_arguments_are_rejected_once_not_retried(app: QueueTasks) ->
     assert calls == 0
 
 
+async def test_arguments_are_checked_per_shape_once_bound_and_still_refused_when_wrong(app: QueueTasks) -> None:
+    @app.task
+    async def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    async with running_worker(app):
+        assert (await add.add_task(1, 2, timeout=5)).returning == 3
+        assert (await add.add_task(3, 4, timeout=5)).returning == 7  # the same shape: bound once
+        wrong = await add.add_task(1, 2, 3, timeout=5)
+        assert (await add.add_task(5, b=1, timeout=5)).returning == 6
+        unknown = await add.add_task(5, c=1, timeout=5)
+    assert add.spec.shapes == {(2,), (1, "b")}  # a shape that failed to bind is not kept
+    assert wrong.status == "error" and wrong.traceback == "wrong arguments: too many positional arguments"
+    assert unknown.status == "error" and unknown.traceback == "wrong arguments: got an unexpected keyword argument 'c'"
+
+
 async def test_redelivery_of_a_finished_task_is_acked_not_rerun(app: QueueTasks) -> None:
     calls = 0
 

@@ -36,12 +36,15 @@ def load_app(path: str) -> Any:
 def _parser(extra_commands: Any) -> argparse.ArgumentParser:
     app_opt = argparse.ArgumentParser(add_help=False)
     app_opt.add_argument("-A", "--app", "-app", dest="app", default=argparse.SUPPRESS, help="module:app")
+    logs = argparse.ArgumentParser(add_help=False)
+    logs.add_argument("--log-format", choices=["auto", "console", "json", "none"], default="auto")
+    logs.add_argument("--log-level", default="INFO")
     parser = argparse.ArgumentParser(prog="qtasks", parents=[app_opt], description="qtasks task queue")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for name in ("worker", "run"):
         p = sub.add_parser(
-            name, parents=[app_opt], help="run a worker" + (" (QTasks spelling)" if name == "run" else "")
+            name, parents=[app_opt, logs], help="run a worker" + (" (QTasks spelling)" if name == "run" else "")
         )
         p.add_argument("--processes", "-p", type=int, default=1, help="worker processes, supervised")
         p.add_argument("--concurrency", "-c", type=int, help="tasks run at once per process")
@@ -49,13 +52,9 @@ def _parser(extra_commands: Any) -> argparse.ArgumentParser:
         p.add_argument("--lease", type=float, help="seconds a delivery is held between renewals")
         p.add_argument("--grace", type=float, help="seconds to finish running tasks on stop")
         p.add_argument("--beat", "-B", action="store_true", help="also run the app's schedules")
-        p.add_argument("--log-format", choices=["auto", "console", "json", "none"], default="auto")
-        p.add_argument("--log-level", default="INFO")
         p.set_defaults(handler=_worker)
 
-    p = sub.add_parser("scheduler", parents=[app_opt], help="fire the app's periodic tasks (safe to run several)")
-    p.add_argument("--log-format", choices=["auto", "console", "json", "none"], default="auto")
-    p.add_argument("--log-level", default="INFO")
+    p = sub.add_parser("scheduler", parents=[app_opt, logs], help="fire the app's periodic tasks (safe to run several)")
     p.set_defaults(handler=_scheduler)
 
     p = sub.add_parser("plugins", parents=[app_opt], help="list plugins, their origin, hooks and components")
@@ -116,14 +115,8 @@ def _worker(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in ("concurrency", "lease", "grace") if getattr(args, k) is not None}
     if args.queues:
         options["queues"] = [q.strip() for q in args.queues.split(",") if q.strip()]
-    return run_worker(
-        _app(args),
-        processes=args.processes,
-        beat=args.beat,
-        log_format=args.log_format,
-        log_level=args.log_level,
-        **options,
-    )
+    options.update(log_format=args.log_format, log_level=args.log_level)
+    return run_worker(_app(args), processes=args.processes, beat=args.beat, **options)
 
 
 def _scheduler(args: argparse.Namespace) -> int:

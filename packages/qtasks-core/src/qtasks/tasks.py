@@ -42,6 +42,8 @@ class TaskSpec:
     signature: inspect.Signature = field(init=False, compare=False, repr=False)
     #: Per-task state of plugins (an analysis of the signature, ...), keyed by the plugin.
     stash: dict[str, Any] = field(init=False, compare=False, repr=False, default_factory=dict)
+    #: Argument shapes (count, keyword names) known to bind: a shape binds alike whatever the values.
+    shapes: set[tuple[Any, ...]] = field(init=False, compare=False, repr=False, default_factory=set)
 
     def __post_init__(self) -> None:
         func = self.func
@@ -50,6 +52,13 @@ class TaskSpec:
         )
         object.__setattr__(self, "kind", kind or ("async" if inspect.iscoroutinefunction(func) else "sync"))
         object.__setattr__(self, "signature", inspect.signature(func))
+
+    def check_arguments(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Raise TypeError unless the function takes these arguments; each shape is bound once."""
+        if (shape := (len(args), *kwargs)) not in self.shapes:
+            self.signature.bind(*([None] if self.echo else []), *args, **kwargs)
+            if len(self.shapes) < 256:  # bounded: a function taking **kwargs may see many names
+                self.shapes.add(shape)
 
     def describe(self) -> dict[str, Any]:
         plain = ("name", "kind", "queue", "priority", "echo", "max_time", "retry", "description")

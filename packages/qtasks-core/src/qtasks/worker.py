@@ -256,7 +256,7 @@ class Worker:
             reason = f"delivered {run.delivery.count} times without finishing (max_deliveries)"
             return Outcome(OutcomeKind.DEAD_LETTER, reason=reason)
         try:
-            spec.signature.bind(*([None] if spec.echo else []), *run.args, **run.kwargs)
+            spec.check_arguments(run.args, run.kwargs)
         except TypeError as exc:
             return Outcome(OutcomeKind.REJECTED, exc=exc, reason=f"wrong arguments: {exc}")
         if getattr(run.delivery, "fresh", False):  # see Delivery: call now; `running` once it yields

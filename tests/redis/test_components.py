@@ -325,6 +325,27 @@ async def test_a_waiter_is_woken_even_if_its_subscription_was_lost(redis_app_url
     await r.aclose()
 
 
+async def test_a_final_save_wakes_every_waiting_storage_and_clears_the_waiters(redis_app_url: str) -> None:
+    apps = [QueueTasks(broker=redis_app_url) for _ in range(3)]
+    r = raw(redis_app_url)
+    async with apps[0], apps[1], apps[2]:
+        record = Record(id="many", name="t", status=Status.RUNNING)
+        await apps[0].storage.save(record, 60)
+        waits = [asyncio.ensure_future(app.storage.wait("many", 10)) for app in apps[1:]]
+        prefix = prefix_of(redis_app_url)
+        for _ in range(100):  # both storages' channels joined the waiter set
+            if await r.scard(f"{prefix}:w:many") == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert await r.scard(f"{prefix}:w:many") == 2
+        record.status, record.returning = Status.SUCCESS, 7
+        await apps[0].storage.save(record, 60)
+        got = await asyncio.wait_for(asyncio.gather(*waits), 5)
+        assert [g.returning for g in got] == [7, 7]
+        assert await r.exists(f"{prefix}:w:many") == 0
+    await r.aclose()
+
+
 async def test_submitted_tasks_are_waited_for_without_a_round_trip(redis_app_url: str) -> None:
     app = echo_app(redis_app_url)
     r = raw(redis_app_url)

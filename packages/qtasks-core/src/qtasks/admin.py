@@ -23,15 +23,17 @@ R = TypeVar("R")
 
 
 def home_loop(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Run an app method on the loop the app lives on, whichever loop awaits it."""
+    """Run an app method on the loop the app lives on, whichever loop awaits it, once the app
+    has started (it starts on first use)."""
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         app: Any = args[0]
         loop = app._loop
         if loop is None or loop.is_closed() or loop is asyncio.get_running_loop():
+            await app.start()
             return await method(*args, **kwargs)
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop))
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(wrapper(*args, **kwargs), loop))
 
     return wrapper
 
@@ -44,20 +46,17 @@ class Admin:
         storage: Any
         config: Config
 
-        async def start(self) -> None: ...
         def decode(self, body: bytes) -> Message: ...
 
     @home_loop
     async def get(self, task_id: Any) -> Record | None:
         """The task's record, or None if there is none (unknown or expired)."""
-        await self.start()
         record: Record | None = await self.storage.get(str(task_id))
         return record
 
     @home_loop
     async def wait(self, task_id: Any, timeout: float) -> Record:
         """Wait for the task's final record; :class:`TaskTimeoutError` after ``timeout`` s."""
-        await self.start()
         record: Record | None = await self.storage.wait(str(task_id), timeout)
         if record is None:
             raise TaskTimeoutError(str(task_id), timeout)
@@ -71,7 +70,6 @@ class Admin:
         a running sync function cannot be interrupted: it is marked cancelled and its result
         is discarded.
         """
-        await self.start()
         record = await self.storage.get(str(task_id))
         if record is None or record.status.final:
             return False
@@ -83,18 +81,15 @@ class Admin:
     @home_loop
     async def purge(self, queue: str = "default") -> int:
         """Delete every queued message of ``queue``; returns how many."""
-        await self.start()
         return int(await self.broker.purge(queue))
 
     @home_loop
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        await self.start()
         return list(await self.broker.dead_letters(limit))
 
     @home_loop
     async def replay(self, dead_id: str | None = None) -> int:
         """Send dead letters (one by id, or all when None) back to their queues."""
-        await self.start()
         replayed = []
         for dead in await self.broker.dead_letters(1_000_000):
             if dead_id is not None and dead.id != dead_id:
@@ -114,5 +109,4 @@ class Admin:
 
     @home_loop
     async def purge_dead(self) -> int:
-        await self.start()
         return int(await self.broker.purge_dead(None))

@@ -306,7 +306,6 @@ class QueueTasks(Admin):
     @home_loop
     async def submit(self, message: Message) -> Record:
         """Publish the message and store its ``new`` record; the record."""
-        await self.start()
         self._check_capabilities(message)
         record = Record.from_message(message)
 

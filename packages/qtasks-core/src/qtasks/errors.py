@@ -21,11 +21,7 @@ class UnknownComponentError(ConfigError):
     def __init__(self, slot: str, spec: str, available: Iterable[str], hint: str = "") -> None:
         self.slot, self.spec, self.available = slot, spec, sorted(available)
         close = difflib.get_close_matches(spec, self.available, n=1)
-        parts = [f"Unknown {slot} {spec!r}."]
-        if close:
-            parts.append(f"Did you mean {close[0]!r}?")
-        if hint:
-            parts.append(hint)
+        parts = [f"Unknown {slot} {spec!r}.", *(f"Did you mean {name!r}?" for name in close), *([hint] if hint else [])]
         parts.append(f"Available {slot}s: {', '.join(self.available) or 'none'}; see `qtasks plugins`.")
         super().__init__(" ".join(parts))
 

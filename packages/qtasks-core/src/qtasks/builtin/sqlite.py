@@ -17,7 +17,8 @@ import contextlib
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from qtasks.builtin.sqlite_db import Database, transaction
@@ -96,16 +97,27 @@ class SqliteDelivery:
         cur = await self._broker._db.write(_execute, EXTEND, (time.time() + lease, self._seq, self._token))
         return bool(cur.rowcount == 1)
 
+    @property
+    def ack_with(self) -> Callable[[Record, float], Any] | None:
+        """Delivery.ack_with, when the records are in this file: the record and the ack in one transaction."""
+        storage = self._broker.storage
+        return None if storage is None else partial(storage.save, lease=(self._seq, self._token))
+
     async def dead_letter(self, reason: str) -> None:
-        now = time.time()
-        await self._broker._db.write(
-            _execute, BURY, (reason, now, now + self._broker._dead_ttl, self._seq, self._token)
-        )
-        await self._broker._db.write(_execute, ACK, (self._seq, self._token))
+        now, lease = time.time(), (self._seq, self._token)
+        await self._broker._db.write(_settle, BURY, (reason, now, now + self._broker._dead_ttl, *lease), lease)
 
 
 def _execute(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
     return conn.execute(sql, args)
+
+
+# Run `sql`; given a delivery's lease, ack it in the same transaction, whatever `sql` did.
+def _settle(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...], lease: tuple[int, str] | None) -> Any:
+    cur = conn.execute(sql, args)
+    if lease is not None:
+        conn.execute(ACK, lease)
+    return cur
 
 
 class SqliteBroker:
@@ -115,6 +127,8 @@ class SqliteBroker:
         self._db, self._wake, self._dead_ttl = Database(path, SCHEMA), Wakeup(path), dead_letter_ttl
         self._ready: asyncio.Event | None = None
         self._notifying = False
+        #: The app's storage when it uses this file and connection: fresh deliveries, ack_with.
+        self.storage: SqliteStorage | None = None
 
     async def start(self) -> None:
         await self._db.run(_add_task_id)  # connect, create the schema, update a file from before task_id
@@ -149,7 +163,7 @@ class SqliteBroker:
         picks = [arg for queue in queues for arg in (queue, now, limit)]
         rows = conn.execute(claim_sql(len(queues), ready >= BACKLOG), (token, now + lease, *picks, limit)).fetchall()
         if rows:  # fresh: a first delivery whose task record, in this file, is not final
-            firsts = [row[4] for row in rows if row[3] == 1 and row[4] is not None] if self._db.holds_records else []
+            firsts = [row[4] for row in rows if row[3] == 1 and row[4] is not None] if self.storage else []
             final = conn.execute(FINAL_OF.format(ids=",".join("?" * len(firsts))), firsts).fetchall() if firsts else []
             fresh = set(firsts).difference(task_id for (task_id,) in final)
             return [SqliteDelivery(self, token, seq, body, n, i in fresh) for _, seq, body, n, i in sorted(rows)], None
@@ -218,7 +232,8 @@ class SqliteStorage:
         # one thread instead of fighting over SQLite's write lock.
         self._db = broker._db if shared else Database(path, SCHEMA)
         self._owns_db = not shared
-        self._db.holds_records = True  # a broker on the same file then tells fresh deliveries
+        if shared:  # the broker then tells fresh deliveries and offers ack_with
+            broker.storage = self
         self._wake, self._serializer = Wakeup(path), serializer
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._listening = False
@@ -234,13 +249,13 @@ class SqliteStorage:
         if self._owns_db:
             await self._db.close()
 
-    async def save(self, record: Record, ttl: float) -> bool:
+    async def save(self, record: Record, ttl: float, lease: tuple[int, str] | None = None) -> bool:
         now = time.time()
         if now - self._swept > 60:  # expired records go in the background of some write
             self._swept = now
             await self._db.write(_execute, SWEEP, (now,))
         data = self._serializer.dumps(record.to_dict())
-        cur = await self._db.write(_execute, SAVE, (record.id, record.status.value, data, now + ttl, now))
+        cur = await self._db.write(_settle, SAVE, (record.id, record.status.value, data, now + ttl, now), lease)
         written = bool(cur.rowcount == 1)
         if written and record.status in FINAL:
             self._woken([record.id])

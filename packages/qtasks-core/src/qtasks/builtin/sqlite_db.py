@@ -28,8 +28,6 @@ class Database:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="qtasks-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._writes: Coalescer[tuple[Callable[..., Any], tuple[Any, ...]], Any] = Coalescer(self._commit)
-        #: Whether the app's task records are kept in this file (its storage uses this connection).
-        self.holds_records = False
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 from qtasks.asyncio import QueueTasks
-from qtasks.messages import Message
+from qtasks.messages import Message, Record, Status
 from qtasks.protocols import Envelope
 
 from tests.conftest import qtasks_cli
@@ -164,6 +164,41 @@ async def leased_one(app: QueueTasks, name: str, lease: float = 30.0) -> tuple[M
     [delivery] = await app.broker.fetch(["default"], 1, lease, 2.0)
     assert delivery.ack_with is not None
     return message, delivery
+
+
+async def check_ack_with(broker: str) -> None:
+    """What every broker's Delivery.ack_with does (offered when the records are where the broker
+    keeps its messages): the record is stored and the message acked; a record that is final
+    already is not overwritten, but its message is acked; a lease taken over by another worker
+    fences the ack out. With the records elsewhere, no ack_with is offered."""
+    async with QueueTasks(broker=broker) as app, QueueTasks(broker=broker) as other:
+        await _acks_with(app, other, app.broker.depth)
+    async with QueueTasks(broker=broker, storage="memory") as elsewhere:
+        await elsewhere.submit(Message(name="stored elsewhere", args=[]))
+        [delivery] = await elsewhere.broker.fetch(["default"], 1, 30.0, 2.0)
+        assert delivery.ack_with is None  # the worker saves, then acks
+        await delivery.ack()
+
+
+async def _acks_with(app: QueueTasks, other: QueueTasks, depth: Callable[[str], Any]) -> None:
+    message, delivery = await leased_one(app, "ok")
+    assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS, returning=1), 60)
+    assert await depth("default") == 0
+    assert (await app.get(message.id)).returning == 1  # type: ignore[union-attr]
+
+    message, delivery = await leased_one(app, "cancelled meanwhile")  # the record is final already:
+    assert await app.cancel(message.id)  # not written, but the message is acked
+    assert not await delivery.ack_with(Record.from_message(message, Status.SUCCESS), 60)
+    assert await depth("default") == 0
+    assert (await app.get(message.id)).status == Status.CANCELLED  # type: ignore[union-attr]
+
+    message, delivery = await leased_one(app, "taken over", lease=0.05)
+    await asyncio.sleep(0.1)
+    [again] = await other.broker.fetch(["default"], 1, 30.0, 2.0)  # the lease lapsed
+    assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS), 60)
+    assert await depth("default") == 1  # still the other's
+    await again.ack()
+    assert await depth("default") == 0
 
 
 async def check_fresh_marks(broker: str) -> None:

@@ -19,7 +19,7 @@ from qtasks.testing import running_worker
 from qtasks_postgres import PostgresBroker, PostgresStorage
 from qtasks_postgres.target import parse
 
-from tests.backends.kit import check_fresh_marks, leased_one
+from tests.backends.kit import check_ack_with, check_fresh_marks, leased_one
 from tests.postgres.conftest import eventually, with_params, with_prefix
 
 
@@ -306,30 +306,11 @@ async def test_ack_with_stores_the_record_and_acks_the_delivery_in_one_write(pos
     the ack are one write (Settle), applied together, written or not; a lease taken over by
     another worker fences its ack out; and a batch sent again write by write keeps the two
     together, so a save that fails leaves its message leased, not acked."""
-    app, other = QueueTasks(broker=postgres_app_url), QueueTasks(broker=postgres_app_url)
-    async with app, other, raw(postgres_app_url) as conn:
+    await check_ack_with(postgres_app_url)
+    app = QueueTasks(broker=postgres_app_url)
+    async with app, raw(postgres_app_url) as conn:
         broker = app.broker
         queue = table(app, "queue")
-
-        message, delivery = await leased_one(app, "ok")
-        done = Record.from_message(message, Status.SUCCESS, returning=1)
-        assert await delivery.ack_with(done, 60)
-        assert await broker.depth("default") == 0 and await conn.fetchval(f"SELECT count(*) FROM {queue}") == 0
-        assert (await app.get(message.id)).returning == 1  # type: ignore[union-attr]
-
-        message, delivery = await leased_one(app, "cancelled meanwhile")  # the record is final already:
-        assert await app.cancel(message.id)  # not written, but the message is acked
-        assert not await delivery.ack_with(Record.from_message(message, Status.SUCCESS), 60)
-        assert await conn.fetchval(f"SELECT count(*) FROM {queue}") == 0
-        assert (await app.get(message.id)).status == Status.CANCELLED  # type: ignore[union-attr]
-
-        message, delivery = await leased_one(app, "taken over", lease=0.05)
-        await asyncio.sleep(0.1)
-        [again] = await other.broker.fetch(["default"], 1, 30.0, 2.0)  # the lease lapsed
-        assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS), 60)
-        assert await conn.fetchval(f"SELECT count(*) FROM {queue}") == 1  # still the other's
-        await again.ack()
-
         message, delivery = await leased_one(app, "stored badly")  # a batch with a bad write goes again
         done = Record.from_message(message, Status.SUCCESS, returning=1)  # write by write: this
         results = await asyncio.gather(  # save fails there (its TTL is out of range), and takes
@@ -341,11 +322,6 @@ async def test_ack_with_stores_the_record_and_acks_the_delivery_in_one_write(pos
         assert await conn.fetchval(f"SELECT count(*) FROM {queue}") == 1, "the message is still leased"
         assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS, returning=2), 60)
         assert await conn.fetchval(f"SELECT count(*) FROM {queue}") == 0
-    async with QueueTasks(broker=postgres_app_url, storage="memory") as elsewhere:
-        await elsewhere.submit(Message(name="stored elsewhere", args=[]))
-        [delivery] = await elsewhere.broker.fetch(["default"], 1, 30.0, 2.0)
-        assert delivery.ack_with is None  # the worker saves, then acks
-        await delivery.ack()
 
 
 async def test_a_database_of_schema_1_is_brought_up_to_date_and_its_queued_messages_run(postgres_app_url: str) -> None:

@@ -19,7 +19,7 @@ from qtasks_redis import RedisBroker, RedisStorage
 from qtasks_redis.client import RedisUnavailable
 from redis.exceptions import ResponseError
 
-from tests.backends.kit import check_fresh_marks, leased_one
+from tests.backends.kit import check_ack_with, check_fresh_marks
 from tests.redis.conftest import with_prefix
 from tests.servers import redis_server
 
@@ -220,38 +220,8 @@ async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record
 
 async def test_ack_with_stores_the_record_and_acks_the_delivery_in_one_script(redis_app_url: str) -> None:
     """Delivery.ack_with, offered when the storage is on the broker's client: save.lua stores
-    the record and acks the message, written or not; a lease taken over by another worker fences
-    its ack out as it does a plain ack's."""
-    app, other = QueueTasks(broker=redis_app_url), QueueTasks(broker=redis_app_url)
-    r = raw(redis_app_url)
-    later = f"{prefix_of(redis_app_url)}:q:default:later"
-    async with app, other:
-        broker = app.broker
-
-        message, delivery = await leased_one(app, "ok")
-        assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS, returning=1), 60)
-        assert await broker.depth("default") == 0 and await r.zcard(later) == 0
-        assert (await app.get(message.id)).returning == 1  # type: ignore[union-attr]
-
-        message, delivery = await leased_one(app, "cancelled meanwhile")  # the record is final already:
-        assert await app.cancel(message.id)  # not written, but the message is acked
-        assert not await delivery.ack_with(Record.from_message(message, Status.SUCCESS), 60)
-        assert await broker.depth("default") == 0
-        assert (await app.get(message.id)).status == Status.CANCELLED  # type: ignore[union-attr]
-
-        message, delivery = await leased_one(app, "taken over", lease=0.05)
-        await asyncio.sleep(0.1)
-        [again] = await other.broker.fetch(["default"], 1, 30.0, 2.0)  # the lease lapsed
-        assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS), 60)
-        assert await r.zcard(later) == 1 and await broker.depth("default") == 1  # still the other's
-        await again.ack()
-        assert await broker.depth("default") == 0
-    async with QueueTasks(broker=redis_app_url, storage="memory") as elsewhere:
-        await elsewhere.submit(Message(name="stored elsewhere", args=[]))
-        [delivery] = await elsewhere.broker.fetch(["default"], 1, 30.0, 2.0)
-        assert delivery.ack_with is None  # the worker saves, then acks
-        await delivery.ack()
-    await r.aclose()
+    the record and acks the message, written or not, fenced by the lease as a plain ack is."""
+    await check_ack_with(redis_app_url)
 
 
 async def test_a_cancelled_blocking_fetch_ends_at_once_and_loses_nothing(redis_app_url: str) -> None:

@@ -69,9 +69,10 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _tx(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+def _tx(conn: sqlite3.Connection, *writes: tuple[str, list[tuple[Any, ...]]]) -> None:
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(sql, rows)
+    for sql, rows in writes:
+        conn.executemany(sql, rows)
     conn.execute("COMMIT")
 
 
@@ -80,26 +81,26 @@ def _record(task_id: str, status: str, i: int) -> tuple[Any, ...]:
     return (task_id, status, data, time.time() + 86400, time.time())
 
 
-def _submit(records: sqlite3.Connection, queue: sqlite3.Connection, i: int) -> str:
+def _submit(conn: sqlite3.Connection, i: int) -> str:
     task_id = str(uuid.uuid4())
-    _tx(records, SAVE, [_record(task_id, "new", i)])
     body = json.dumps({"v": 1, "id": task_id, "name": "noop", "args": [i], "kwargs": {}}).encode()
-    _tx(queue, INSERT, [("default", 0, time.time(), body, task_id)])
+    # the message and its `new` record in one transaction, as the app's one connection commits them
+    _tx(conn, (INSERT, [("default", 0, time.time(), body, task_id)]), (SAVE, [_record(task_id, "new", i)]))
     return task_id
 
 
-def _drain_batch(records: sqlite3.Connection, queue: sqlite3.Connection, limit: int) -> int:
+def _drain_batch(conn: sqlite3.Connection, limit: int) -> int:
     token = uuid.uuid4().hex
     now = time.time()
-    (ready,) = queue.execute(READY.format(queues="?"), ("default", now, BACKLOG)).fetchone()
-    rows = queue.execute(claim_sql(1, ready >= BACKLOG), (token, now + 10, "default", now, limit, limit)).fetchall()
+    (ready,) = conn.execute(READY.format(queues="?"), ("default", now, BACKLOG)).fetchone()
+    rows = conn.execute(claim_sql(1, ready >= BACKLOG), (token, now + 10, "default", now, limit, limit)).fetchall()
     if not rows:
         return 0
     ids = [json.loads(body)["id"] for _, _, body, _, _ in rows]
     # which records are final already: none, so every call starts at once and `running` is skipped
-    queue.execute(FINAL_OF.format(ids=",".join("?" * len(ids))), ids).fetchall()
-    _tx(records, SAVE, [_record(task_id, "success", 0) for task_id in ids])
-    _tx(queue, ACK, [(seq, token) for _, seq, *_ in rows])
+    conn.execute(FINAL_OF.format(ids=",".join("?" * len(ids))), ids).fetchall()
+    # each record with its ack (ack_with), the batch's in one transaction (group commit)
+    _tx(conn, (SAVE, [_record(task_id, "success", 0) for task_id in ids]), (ACK, [(seq, token) for _, seq, *_ in rows]))
     return len(rows)
 
 
@@ -107,12 +108,12 @@ def sqlite_floor(path: str, n: int, trips: int, between: Callable[[str], None] =
     """Synchronous (run it in a thread to interleave): ``between`` is a plain function here."""
     from run import Row
 
-    records, queue = _connect(path), _connect(path)
+    conn = _connect(path)
     elapsed = 0.0
     for block in blocks(range(n)):
         start = time.perf_counter()
         for i in block:
-            _submit(records, queue, i)
+            _submit(conn, i)
         elapsed += time.perf_counter() - start
         between("submit")
     submit = n / elapsed
@@ -120,18 +121,18 @@ def sqlite_floor(path: str, n: int, trips: int, between: Callable[[str], None] =
     start = time.perf_counter()
     done = 0
     while done < n:
-        done += _drain_batch(records, queue, 50)
+        done += _drain_batch(conn, 50)
     drain = n / (time.perf_counter() - start)
     between("drain")
 
     stop, going = threading.Event(), threading.Event()
     going.set()
-    consumer_records, consumer_queue = _connect(path), _connect(path)
+    consumer = _connect(path)
 
     def consume() -> None:
         while not stop.is_set():
             going.wait()  # not in the qtasks row's turns: this consumer spins
-            if not _drain_batch(consumer_records, consumer_queue, 50):
+            if not _drain_batch(consumer, 50):
                 time.sleep(0)
 
     thread = threading.Thread(target=consume, daemon=True)
@@ -140,10 +141,8 @@ def sqlite_floor(path: str, n: int, trips: int, between: Callable[[str], None] =
     for block in blocks(range(trips)):
         for i in block:
             t0 = time.perf_counter()
-            task_id = _submit(records, queue, i)
-            while (
-                records.execute("SELECT status FROM qtasks_records WHERE id = ?", (task_id,)).fetchone()[0] != "success"
-            ):
+            task_id = _submit(conn, i)
+            while conn.execute("SELECT status FROM qtasks_records WHERE id = ?", (task_id,)).fetchone()[0] != "success":
                 time.sleep(0)
             latencies.append(time.perf_counter() - t0)
         going.clear()

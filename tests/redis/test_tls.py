@@ -61,6 +61,10 @@ def tls_terminator(target: str) -> Iterator[int]:
     async def stop() -> None:
         started[0].close()
         await started[0].wait_closed()
+        relays = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in relays:  # connections still open: their relays end with the terminator
+            task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
 
     try:
         yield started[0].sockets[0].getsockname()[1]

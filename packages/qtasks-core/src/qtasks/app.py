@@ -197,11 +197,9 @@ class QueueTasks(Admin):
     def _default_storage(self) -> str:
         broker = self._wanted["broker"]
         if isinstance(broker, str):
-            try:
+            with contextlib.suppress(LookupError, UnknownComponentError):  # a broker-only add-on: sqlite
                 self.plugins.registry.lookup("storage", broker)
                 return broker
-            except (LookupError, UnknownComponentError):  # a broker-only add-on: the default storage
-                pass
         return "sqlite"
 
     async def stop(self) -> None:

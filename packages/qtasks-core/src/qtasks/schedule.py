@@ -15,7 +15,7 @@ import contextvars
 import time
 import uuid
 from collections.abc import Iterable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -166,11 +166,9 @@ class Scheduler:
         while not self._stop.is_set():
             name = min(slots, key=slots.__getitem__, default=None)
             delay = (slots[name] - time.time()) if name else 3600.0
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), max(delay, 0))
                 return
-            except TimeoutError:
-                pass
             if name is not None:
                 await asyncio.create_task(self.fire(by_name[name], slots[name]), context=clean.copy())
                 slots[name] = by_name[name].next_after(slots[name])

@@ -8,6 +8,7 @@ app's serializer, so what a test reads back is what a real storage would return.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -35,10 +36,8 @@ class Signal:
     async def wait(self, timeout: float) -> None:
         if self._event is None:
             self._event = asyncio.Event()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), max(timeout, 0))
-        except TimeoutError:
-            pass
 
 
 @dataclass(slots=True)
@@ -100,8 +99,7 @@ class MemoryBroker:
         self._dead_ttl = dead_letter_ttl
         self._signal = Signal()
 
-    async def start(self) -> None:
-        pass
+    async def start(self) -> None: ...
 
     async def stop(self) -> None:
         self._signal.fire()
@@ -190,11 +188,9 @@ class MemoryStorage:
         self._records: dict[str, tuple[bytes, Status, float]] = {}
         self._signals: dict[str, Signal] = {}
 
-    async def start(self) -> None:
-        pass
+    async def start(self) -> None: ...
 
-    async def stop(self) -> None:
-        pass
+    async def stop(self) -> None: ...
 
     def _current(self, task_id: str) -> tuple[bytes, Status, float] | None:
         found = self._records.get(task_id)

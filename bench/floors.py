@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from qtasks.builtin.sqlite import ACK, BACKLOG, FINAL_OF, INSERT, READY, SAVE, SCHEMA, claim_sql
+from qtasks.builtin.sqlite import ACK, BACKLOG, FINAL_OF, INSERT, READY, SAVE, SCHEMA, WAITING, claim_sql
 
 T = TypeVar("T")
 
@@ -92,6 +92,7 @@ def _submit(conn: sqlite3.Connection, i: int) -> str:
 def _drain_batch(conn: sqlite3.Connection, limit: int) -> int:
     token = uuid.uuid4().hex
     now = time.time()
+    conn.execute(WAITING.format("?"), ("default", now)).fetchone()  # nothing waits here: no DUE
     (ready,) = conn.execute(READY.format(queues="?"), ("default", now, BACKLOG)).fetchone()
     rows = conn.execute(claim_sql(1, ready >= BACKLOG), (token, now + 10, "default", now, limit, limit)).fetchall()
     if not rows:

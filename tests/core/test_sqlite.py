@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from qtasks.asyncio import QueueTasks
-from qtasks.builtin.sqlite import BACKLOG, READY, claim_sql
+from qtasks.builtin.sqlite import BACKLOG, DUE, LATER, READY, WAITING, claim_sql
 from qtasks.messages import Message, Record, Status
 from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
@@ -113,3 +113,38 @@ async def test_ack_with_stores_the_record_and_acks_the_delivery_in_one_transacti
             conn.execute("ALTER TABLE qtasks_records_aside RENAME TO qtasks_records")
         assert await delivery.ack_with(Record.from_message(message, Status.SUCCESS, returning=2), 60)
         assert await broker.depth("default") == 0
+
+
+async def test_rows_that_wait_sort_after_every_ready_row_until_a_claim_finds_them_due(sqlite_url: str) -> None:
+    """A delayed message, or one nacked with a delay, carries LATER on its row's priority, so a
+    claim walking the priority index over a backlog never walks past it; the first claim that
+    finds it due takes LATER off (through a partial index) and it runs in its own priority order."""
+    path = sqlite_url.split(":///", 1)[1]
+
+    def priorities() -> dict[bytes, int]:
+        with sqlite3.connect(path) as conn:
+            return dict(conn.execute("SELECT body, priority FROM qtasks_queue"))
+
+    async with QueueTasks(broker=sqlite_url, storage="memory") as app:
+        broker = app.broker
+        now = time.time()
+        await broker.publish(Envelope("soon", "default", b"soon", 2, now + 0.3))
+        await broker.publish(Envelope("past", "default", b"past eta", 3, now - 1))  # due already: no LATER
+        await broker.publish(Envelope("ready", "default", b"ready", 5))
+        assert priorities() == {b"soon": 2 + LATER, b"past eta": 3, b"ready": 5}
+        [first] = await broker.fetch(["default"], 1, 30.0, 1.0)
+        assert first.body == b"past eta"
+        await first.nack(60.0)  # waits again, a minute
+        [second] = await broker.fetch(["default"], 1, 30.0, 1.0)
+        await second.nack()  # back at once: no LATER
+        assert priorities() == {b"soon": 2 + LATER, b"past eta": 3 + LATER, b"ready": 5}
+        await asyncio.sleep(0.35)
+        found = await broker.fetch(["default"], 5, 30.0, 1.0)  # due now: its own priority first
+        assert [d.body for d in found] == [b"soon", b"ready"]
+        assert priorities() == {b"soon": 2, b"past eta": 3 + LATER, b"ready": 5}
+        with sqlite3.connect(path) as conn:  # both the look and the update find them by the partial index
+            for sql in (WAITING, DUE):
+                plan = [
+                    row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.format('?')}", ("default", time.time()))
+                ]
+                assert any("qtasks_queue_later" in step for step in plan), plan

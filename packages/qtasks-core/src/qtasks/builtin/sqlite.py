@@ -30,12 +30,17 @@ from qtasks.registry import ComponentRequest, Registry
 
 T = TypeVar("T")
 _FINAL = tuple(s.value for s in FINAL)
-SCHEMA = """
+#: Added to a row's priority while it waits for a time (delayed, or nacked with a delay), taken
+#: off by the first claim that finds it due: a claim walking the priority index then never walks
+#: past rows that wait, and finds those that fell due through the partial index below.
+LATER = 1 << 40
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS qtasks_queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, priority INTEGER NOT NULL,
     visible_at REAL NOT NULL, body BLOB NOT NULL, token TEXT, count INTEGER NOT NULL DEFAULT 0, task_id TEXT);
 CREATE INDEX IF NOT EXISTS qtasks_queue_order ON qtasks_queue (queue, priority, seq);
 CREATE INDEX IF NOT EXISTS qtasks_queue_visible ON qtasks_queue (queue, visible_at);
+CREATE INDEX IF NOT EXISTS qtasks_queue_later ON qtasks_queue (queue, visible_at) WHERE priority >= {LATER};
 CREATE TABLE IF NOT EXISTS qtasks_dead (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, body BLOB NOT NULL,
     reason TEXT NOT NULL, died_at REAL NOT NULL, expires_at REAL NOT NULL);
@@ -49,7 +54,16 @@ READY = "SELECT count(*) FROM (SELECT 1 FROM qtasks_queue WHERE queue IN ({queue
 BACKLOG = 1000  # ready rows (counted by READY) from which a claim walks the priority index
 ACK = "DELETE FROM qtasks_queue WHERE seq = ? AND token = ?"
 FINAL_OF = f"SELECT id FROM qtasks_records WHERE status IN {_FINAL} AND id IN ({{ids}})"
-NACK = "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body) WHERE seq = ? AND token = ?"
+NACK = (  # a nack with a delay adds LATER (a leased row has its own priority: see DUE)
+    "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body), priority = priority + ? "
+    "WHERE seq = ? AND token = ?"
+)
+DUE = (  # rows that waited and are due now get their own priority back (the partial index finds them)
+    f"UPDATE qtasks_queue SET priority = priority - {LATER} "
+    f"WHERE queue IN ({{}}) AND priority >= {LATER} AND visible_at <= ?"
+)
+NEXT_AT = "SELECT min(visible_at) FROM qtasks_queue WHERE queue IN ({})"
+WAITING = f"SELECT 1 FROM qtasks_queue {DUE[DUE.index('WHERE') :]} LIMIT 1"  # whether DUE has work
 EXTEND = "UPDATE qtasks_queue SET visible_at = ? WHERE seq = ? AND token = ?"
 BURY = (
     "INSERT INTO qtasks_dead (queue, body, reason, died_at, expires_at) "
@@ -89,7 +103,7 @@ class SqliteDelivery:
         await self._broker._db.write(_execute, ACK, (self._seq, self._token))
 
     async def nack(self, delay: float = 0.0, body: bytes | None = None) -> None:
-        args = (time.time() + delay, body, self._seq, self._token)
+        args = (time.time() + delay, body, LATER if delay > 0 else 0, self._seq, self._token)
         await self._broker._db.write(_execute, NACK, args)
         self._broker._notify()
 
@@ -139,7 +153,8 @@ class SqliteBroker:
         await self._db.close()
 
     async def publish(self, envelope: Envelope) -> None:
-        row = (envelope.queue, envelope.priority, envelope.eta or time.time(), envelope.body, envelope.id)
+        at, now = envelope.eta or time.time(), time.time()  # a row that waits gets LATER (kept below it)
+        row = (envelope.queue, min(envelope.priority, LATER - 1) + LATER * (at > now), at, envelope.body, envelope.id)
         await self._db.write(_execute, INSERT, row)
         self._notify()
 
@@ -159,6 +174,8 @@ class SqliteBroker:
         self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, lease: float, token: str
     ) -> tuple[list[SqliteDelivery], float | None]:
         now, marks = time.time(), ",".join("?" * len(queues))
+        if conn.execute(WAITING.format(marks), (*queues, now)).fetchone():  # an UPDATE costs, even of nothing
+            conn.execute(DUE.format(marks), (*queues, now))
         (ready,) = conn.execute(READY.format(queues=marks), (*queues, now, BACKLOG)).fetchone()
         picks = [arg for queue in queues for arg in (queue, now, limit)]
         rows = conn.execute(claim_sql(len(queues), ready >= BACKLOG), (token, now + lease, *picks, limit)).fetchall()
@@ -167,9 +184,7 @@ class SqliteBroker:
             final = conn.execute(FINAL_OF.format(ids=",".join("?" * len(firsts))), firsts).fetchall() if firsts else []
             fresh = set(firsts).difference(task_id for (task_id,) in final)
             return [SqliteDelivery(self, token, seq, body, n, i in fresh) for _, seq, body, n, i in sorted(rows)], None
-        sql = f"SELECT min(visible_at) FROM qtasks_queue WHERE queue IN ({marks})"
-        (next_at,) = conn.execute(sql, tuple(queues)).fetchone()
-        return [], next_at
+        return [], conn.execute(NEXT_AT.format(marks), queues).fetchone()[0]
 
     async def fetch(self, queues: Sequence[str], limit: int, lease: float, wait: float) -> list[Any]:
         if self._ready is None:
@@ -211,9 +226,8 @@ class SqliteBroker:
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def read(conn: sqlite3.Connection) -> list[Any]:
             conn.execute("DELETE FROM qtasks_dead WHERE expires_at <= ?", (time.time(),))
-            return conn.execute(
-                "SELECT seq, queue, body, reason, died_at FROM qtasks_dead ORDER BY seq LIMIT ?", (limit,)
-            ).fetchall()
+            sql = "SELECT seq, queue, body, reason, died_at FROM qtasks_dead ORDER BY seq LIMIT ?"
+            return conn.execute(sql, (limit,)).fetchall()
 
         rows = await self._db.write(read)
         return [DeadLetter(str(seq), q, body, reason, died) for seq, q, body, reason, died in rows]
@@ -256,8 +270,7 @@ class SqliteStorage:
             await self._db.write(_execute, SWEEP, (now,))
         data = self._serializer.dumps(record.to_dict())
         cur = await self._db.write(_settle, SAVE, (record.id, record.status.value, data, now + ttl, now), lease)
-        written = bool(cur.rowcount == 1)
-        if written and record.status in FINAL:
+        if (written := bool(cur.rowcount == 1)) and record.status in FINAL:
             self._woken([record.id])
             if not self._done:
                 asyncio.get_running_loop().call_soon(self._notify_done)

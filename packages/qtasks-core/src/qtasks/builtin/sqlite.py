@@ -58,12 +58,12 @@ NACK = (  # a nack with a delay adds LATER (a leased row has its own priority: s
     "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body), priority = priority + ? "
     "WHERE seq = ? AND token = ?"
 )
-DUE = (  # rows that waited and are due now get their own priority back (the partial index finds them)
-    f"UPDATE qtasks_queue SET priority = priority - {LATER} "
-    f"WHERE queue IN ({{}}) AND priority >= {LATER} AND visible_at <= ?"
-)
+# Rows that waited and are due now (found by the partial index): whether there are any, and
+# giving them their own priority back.
+_DUE_ROWS = f"WHERE queue IN ({{}}) AND priority >= {LATER} AND visible_at <= ?"
+WAITING = f"SELECT 1 FROM qtasks_queue {_DUE_ROWS} LIMIT 1"
+DUE = f"UPDATE qtasks_queue SET priority = priority - {LATER} {_DUE_ROWS}"
 NEXT_AT = "SELECT min(visible_at) FROM qtasks_queue WHERE queue IN ({})"
-WAITING = f"SELECT 1 FROM qtasks_queue {DUE[DUE.index('WHERE') :]} LIMIT 1"  # whether DUE has work
 EXTEND = "UPDATE qtasks_queue SET visible_at = ? WHERE seq = ? AND token = ?"
 BURY = (
     "INSERT INTO qtasks_dead (queue, body, reason, died_at, expires_at) "

@@ -42,48 +42,39 @@ def _parser(extra_commands: Any) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qtasks", parents=[app_opt], description="qtasks task queue")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def command(name: str, handler: Callable[[Any], int], text: str, *parents: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[app_opt, *parents], help=text)
+        p.set_defaults(handler=handler)
+        return p
+
     for name in ("worker", "run"):
-        p = sub.add_parser(
-            name, parents=[app_opt, logs], help="run a worker" + (" (QTasks spelling)" if name == "run" else "")
-        )
+        p = command(name, _worker, "run a worker" + (" (QTasks spelling)" if name == "run" else ""), logs)
         p.add_argument("--processes", "-p", type=int, default=1, help="worker processes, supervised")
         p.add_argument("--concurrency", "-c", type=int, help="tasks run at once per process")
         p.add_argument("--queues", "-Q", help="comma-separated queues (default: the app's)")
         p.add_argument("--lease", type=float, help="seconds a delivery is held between renewals")
         p.add_argument("--grace", type=float, help="seconds to finish running tasks on stop")
         p.add_argument("--beat", "-B", action="store_true", help="also run the app's schedules")
-        p.set_defaults(handler=_worker)
 
-    p = sub.add_parser("scheduler", parents=[app_opt, logs], help="fire the app's periodic tasks (safe to run several)")
-    p.set_defaults(handler=_scheduler)
+    command("scheduler", _scheduler, "fire the app's periodic tasks (safe to run several)", logs)
+    command("plugins", _plugins, "list plugins: origin, hooks, components").add_argument("--json", action="store_true")
+    command("inspect", _inspect, "show the app's tasks and components").add_argument("--json", action="store_true")
 
-    p = sub.add_parser("plugins", parents=[app_opt], help="list plugins, their origin, hooks and components")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_plugins)
-
-    p = sub.add_parser("inspect", parents=[app_opt], help="show the app's tasks and components")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_inspect)
-
-    p = sub.add_parser("enqueue", parents=[app_opt], help="submit a task by name")
+    p = command("enqueue", _enqueue, "submit a task by name")
     p.add_argument("name")
     p.add_argument("--args", default="[]", help="JSON list of positional arguments")
     p.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
     p.add_argument("--priority", type=int)
     p.add_argument("--delay", type=float)
     p.add_argument("--wait", type=float, help="wait this many seconds for the result")
-    p.set_defaults(handler=_enqueue)
 
-    p = sub.add_parser("purge", parents=[app_opt], help="delete the queued messages of a queue")
-    p.add_argument("--queue", "-Q", default="default")
-    p.set_defaults(handler=_purge)
+    command("purge", _purge, "delete the queued messages of a queue").add_argument("--queue", "-Q", default="default")
 
-    p = sub.add_parser("dead", parents=[app_opt], help="dead letters: list, replay, purge")
+    p = command("dead", _dead, "dead letters: list, replay, purge")
     p.add_argument("action", choices=["list", "replay", "purge"])
     p.add_argument("id", nargs="?", help="dead letter id (replay)")
     p.add_argument("--all", action="store_true", help="replay every dead letter")
     p.add_argument("--limit", type=int, default=100)
-    p.set_defaults(handler=_dead)
 
     extra_commands(subparsers=sub)
     return parser

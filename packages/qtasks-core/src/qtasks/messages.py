@@ -117,18 +117,12 @@ class Message:
 
 _REQUIRED = {"id", "name", "args", "kwargs"}
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "id": (str,),
-    "name": (str,),
-    "args": (list,),
-    "kwargs": (dict,),
-    "queue": (str,),
-    "headers": (dict,),
-    "priority": (int,),
-    "attempt": (int,),
+    **dict.fromkeys(("id", "name", "queue"), (str,)),
+    **dict.fromkeys(("args", "history", "chain"), (list,)),
+    **dict.fromkeys(("kwargs", "headers"), (dict,)),
+    **dict.fromkeys(("priority", "attempt"), (int,)),
     "eta": (float, int, type(None)),
     "created_at": (float, int),
-    "history": (list,),
-    "chain": (list,),
 }
 #: The fields of a chain step (a message's ``chain`` entries).
 STEP = frozenset({"id", "name", "args", "kwargs", "queue", "priority"})

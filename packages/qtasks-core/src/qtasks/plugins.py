@@ -12,6 +12,7 @@ import importlib.metadata
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint
 from typing import Any
 
 import pluggy
@@ -51,11 +52,7 @@ class Plugins:
         return self.pm.hook
 
 
-def build(
-    config: Config,
-    plugins: Sequence[object] = (),
-    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
-) -> Plugins:
+def build(config: Config, plugins: Sequence[object] = (), entry_points: Iterable[EntryPoint] | None = None) -> Plugins:
     """A new plugin manager for one app. Load failures are recorded, never raised here."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -81,7 +78,7 @@ def build(
     return result
 
 
-def _load(result: Plugins, ep: importlib.metadata.EntryPoint) -> None:
+def _load(result: Plugins, ep: EntryPoint) -> None:
     dist = getattr(ep, "dist", None)
     dist_name = str(dist.metadata["Name"]) if dist is not None else "unknown distribution"
     version = dist.version if dist is not None else "?"
@@ -145,10 +142,6 @@ def describe(plugins: Plugins) -> list[dict[str, Any]]:
 async def enter_all(stack: AsyncExitStack | None, managers: Iterable[Any]) -> None:
     """Enter wrap-hook results (sync or async context managers, None skipped) in order."""
     for cm in managers:
-        if cm is None:
-            continue
-        assert stack is not None
-        if hasattr(cm, "__aenter__"):
-            await stack.enter_async_context(cm)
-        else:
-            stack.enter_context(cm)
+        if cm is not None:
+            assert stack is not None
+            await stack.enter_async_context(cm) if hasattr(cm, "__aenter__") else stack.enter_context(cm)

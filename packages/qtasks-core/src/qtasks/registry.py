@@ -95,9 +95,7 @@ class Registry:
         entry = self.entries.get((slot, name)) if name else None
         if entry is not None:
             return entry, spec if scheme else None
-        shown = mask_url(spec)
-        key = scheme or spec
-        hint = ""
+        shown, key, hint = mask_url(spec), scheme or spec, ""
         failed = [f for f in self.failures if f.name == key or INSTALL_HINTS.get(key) == f.distribution]
         if failed:
             hint = f"It would come from a plugin that failed to load: {failed[0]}"
@@ -105,9 +103,8 @@ class Registry:
             hint = f"Plugin {name!r} ({INSTALL_HINTS[key]}) is disabled by QTASKS_DISABLE_PLUGINS."
         elif key in INSTALL_HINTS:
             hint = f"Install it: pip install {INSTALL_HINTS[key]}"
-        if scheme:
-            raise UnknownComponentError(slot, shown, [f"{s}://" for (sl, s) in self.schemes if sl == slot], hint)
-        raise UnknownComponentError(slot, shown, self.names(slot), hint)
+        available = [f"{s}://" for (sl, s) in self.schemes if sl == slot] if scheme else self.names(slot)
+        raise UnknownComponentError(slot, shown, available, hint)
 
     def create(self, slot: str, spec: str, config: Config, serializer: Any = None, broker: Any = None) -> Any:
         entry, url = self.lookup(slot, spec)

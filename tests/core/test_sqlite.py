@@ -1,5 +1,5 @@
-"""What only the embedded sqlite backend does: which deliveries are fresh, and files made before
-the queue table had a ``task_id`` column."""
+"""What only the embedded sqlite backend does: which deliveries are fresh, how rows that wait are
+marked, and files made before the queue table had a ``task_id`` column or the present marks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from qtasks.asyncio import QueueTasks
-from qtasks.builtin.sqlite import BACKLOG, DUE, LATER, READY, WAITING, claim_sql
+from qtasks.builtin.sqlite import BACKLOG, DUE, LATER, READY, WAITING, WAITS, claim_sql
 from qtasks.messages import Message, Record, Status
 from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
@@ -57,6 +57,28 @@ async def test_a_file_from_before_the_task_id_column_gets_it_and_its_queued_mess
         assert (old.status, old.returning, new.status, new.returning) == ("success", 42, "success", 8)
     async with QueueTasks(broker=f"sqlite:///{path}"):  # and the next start leaves it as it is
         pass
+
+
+async def test_a_file_whose_waiting_rows_were_marked_against_2_to_the_40_is_read_right(tmp_path: Path) -> None:
+    """Files from before WAITS marked a waiting row by priority >= LATER, which a negative priority
+    plus LATER never reached, so it ran after every ready row once due. Opened now, the old partial
+    index gives way to the new one and such a row runs in its own priority order."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    async with QueueTasks(broker=url, storage="memory") as app:
+        await app.broker.publish(Envelope("ready", "default", b"ready", 0))
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("DROP INDEX qtasks_queue_waiting")
+        conn.execute(f"CREATE INDEX qtasks_queue_later ON qtasks_queue (queue, visible_at) WHERE priority >= {LATER}")
+        conn.execute(
+            "INSERT INTO qtasks_queue (queue, priority, visible_at, body) VALUES ('default', ?, ?, ?)",
+            (-5 + LATER, time.time() - 1, b"urgent"),
+        )
+    async with QueueTasks(broker=url, storage="memory") as app:
+        found = await app.broker.fetch(["default"], 2, 30.0, 1.0)
+        assert [d.body for d in found] == [b"urgent", b"ready"]
+        with sqlite3.connect(tmp_path / "old.db") as conn:
+            indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "qtasks_queue_waiting" in indexes and "qtasks_queue_later" not in indexes
 
 
 async def test_a_backlog_is_claimed_in_priority_order_by_walking_the_priority_index(sqlite_url: str) -> None:
@@ -118,7 +140,9 @@ async def test_ack_with_stores_the_record_and_acks_the_delivery_in_one_transacti
 async def test_rows_that_wait_sort_after_every_ready_row_until_a_claim_finds_them_due(sqlite_url: str) -> None:
     """A delayed message, or one nacked with a delay, carries LATER on its row's priority, so a
     claim walking the priority index over a backlog never walks past it; the first claim that
-    finds it due takes LATER off (through a partial index) and it runs in its own priority order."""
+    finds it due takes LATER off (through a partial index) and it runs in its own priority order,
+    a negative one too. Priorities beyond +-WAITS are clamped: a row waits exactly when its priority
+    is WAITS or more."""
     path = sqlite_url.split(":///", 1)[1]
 
     def priorities() -> dict[bytes, int]:
@@ -128,23 +152,26 @@ async def test_rows_that_wait_sort_after_every_ready_row_until_a_claim_finds_the
     async with QueueTasks(broker=sqlite_url, storage="memory") as app:
         broker = app.broker
         now = time.time()
-        await broker.publish(Envelope("soon", "default", b"soon", 2, now + 0.3))
+        await broker.publish(Envelope("soon", "default", b"soon", -2, now + 0.3))
         await broker.publish(Envelope("past", "default", b"past eta", 3, now - 1))  # due already: no LATER
         await broker.publish(Envelope("ready", "default", b"ready", 5))
-        assert priorities() == {b"soon": 2 + LATER, b"past eta": 3, b"ready": 5}
+        assert priorities() == {b"soon": -2 + LATER, b"past eta": 3, b"ready": 5}
         [first] = await broker.fetch(["default"], 1, 30.0, 1.0)
         assert first.body == b"past eta"
         await first.nack(60.0)  # waits again, a minute
         [second] = await broker.fetch(["default"], 1, 30.0, 1.0)
         await second.nack()  # back at once: no LATER
-        assert priorities() == {b"soon": 2 + LATER, b"past eta": 3 + LATER, b"ready": 5}
+        assert priorities() == {b"soon": -2 + LATER, b"past eta": 3 + LATER, b"ready": 5}
         await asyncio.sleep(0.35)
         found = await broker.fetch(["default"], 5, 30.0, 1.0)  # due now: its own priority first
         assert [d.body for d in found] == [b"soon", b"ready"]
-        assert priorities() == {b"soon": 2, b"past eta": 3 + LATER, b"ready": 5}
+        assert priorities() == {b"soon": -2, b"past eta": 3 + LATER, b"ready": 5}
+        await broker.publish(Envelope("low", "default", b"low", -(1 << 60), now + 60))
+        await broker.publish(Envelope("high", "default", b"high", 1 << 60))
+        assert priorities()[b"low"] == 1 - WAITS + LATER >= WAITS > priorities()[b"high"] == WAITS - 1
         with sqlite3.connect(path) as conn:  # both the look and the update find them by the partial index
             for sql in (WAITING, DUE):
                 plan = [
                     row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.format('?')}", ("default", time.time()))
                 ]
-                assert any("qtasks_queue_later" in step for step in plan), plan
+                assert any("qtasks_queue_waiting" in step for step in plan), plan

@@ -32,15 +32,17 @@ T = TypeVar("T")
 _FINAL = tuple(s.value for s in FINAL)
 #: Added to a row's priority while it waits for a time (delayed, or nacked with a delay), taken
 #: off by the first claim that finds it due: a claim walking the priority index then never walks
-#: past rows that wait, and finds those that fell due through the partial index below.
-LATER = 1 << 40
+#: past rows that wait, and finds those that fell due through the partial index below. Priorities
+#: are kept within +-WAITS (publish clamps them), so a row waits exactly when its priority >= WAITS.
+LATER, WAITS = 1 << 40, 1 << 39
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS qtasks_queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, priority INTEGER NOT NULL,
     visible_at REAL NOT NULL, body BLOB NOT NULL, token TEXT, count INTEGER NOT NULL DEFAULT 0, task_id TEXT);
 CREATE INDEX IF NOT EXISTS qtasks_queue_order ON qtasks_queue (queue, priority, seq);
 CREATE INDEX IF NOT EXISTS qtasks_queue_visible ON qtasks_queue (queue, visible_at);
-CREATE INDEX IF NOT EXISTS qtasks_queue_later ON qtasks_queue (queue, visible_at) WHERE priority >= {LATER};
+DROP INDEX IF EXISTS qtasks_queue_later;
+CREATE INDEX IF NOT EXISTS qtasks_queue_waiting ON qtasks_queue (queue, visible_at) WHERE priority >= {WAITS};
 CREATE TABLE IF NOT EXISTS qtasks_dead (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, body BLOB NOT NULL,
     reason TEXT NOT NULL, died_at REAL NOT NULL, expires_at REAL NOT NULL);
@@ -60,7 +62,7 @@ NACK = (  # a nack with a delay adds LATER (a leased row has its own priority: s
 )
 # Rows that waited and are due now (found by the partial index): whether there are any, and
 # giving them their own priority back.
-_DUE_ROWS = f"WHERE queue IN ({{}}) AND priority >= {LATER} AND visible_at <= ?"
+_DUE_ROWS = f"WHERE queue IN ({{}}) AND priority >= {WAITS} AND visible_at <= ?"
 WAITING = f"SELECT 1 FROM qtasks_queue {_DUE_ROWS} LIMIT 1"
 DUE = f"UPDATE qtasks_queue SET priority = priority - {LATER} {_DUE_ROWS}"
 NEXT_AT = "SELECT min(visible_at) FROM qtasks_queue WHERE queue IN ({})"
@@ -153,9 +155,9 @@ class SqliteBroker:
         await self._db.close()
 
     async def publish(self, envelope: Envelope) -> None:
-        at, now = envelope.eta or time.time(), time.time()  # a row that waits gets LATER (kept below it)
-        row = (envelope.queue, min(envelope.priority, LATER - 1) + LATER * (at > now), at, envelope.body, envelope.id)
-        await self._db.write(_execute, INSERT, row)
+        at, now = envelope.eta or time.time(), time.time()  # a row that waits gets LATER
+        priority = max(1 - WAITS, min(envelope.priority, WAITS - 1)) + LATER * (at > now)
+        await self._db.write(_execute, INSERT, (envelope.queue, priority, at, envelope.body, envelope.id))
         self._notify()
 
     def _notify(self) -> None:

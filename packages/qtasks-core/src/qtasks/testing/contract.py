@@ -50,16 +50,14 @@ class BrokerContract:
     def broker_spec(self) -> str:
         raise NotImplementedError("define the broker_spec fixture")
 
-    def run(
-        self, spec: str, scenario: Callable[..., Awaitable[None]], needs: str | None = None, brokers: int = 1
-    ) -> None:
+    def run(self, spec: str, scenario: Callable[..., Awaitable[None]], *needs: str, brokers: int = 1) -> None:
         async def main() -> None:
             async with AsyncExitStack() as stack:
                 count = brokers if self.shared_instances else 1
                 found = [await stack.enter_async_context(_component("broker", spec)) for _ in range(count)]
                 found += found[-1:] * (brokers - count)
-                if needs and needs not in found[0].capabilities:
-                    pytest.skip(f"broker {spec!r} does not declare {needs!r}")
+                if missing := [need for need in needs if need not in found[0].capabilities]:
+                    pytest.skip(f"broker {spec!r} does not declare {missing[0]!r}")
                 queue = f"contract-{uuid.uuid4().hex[:10]}"
                 try:
                     await scenario(*found, queue)
@@ -71,6 +69,16 @@ class BrokerContract:
     @staticmethod
     def env(queue: str, body: bytes, priority: int = 0, eta: float | None = None) -> Envelope:
         return Envelope(uuid.uuid4().hex, queue, body, priority, eta)
+
+    @staticmethod
+    async def one_by_one(broker: Any, q: str, n: int) -> list[bytes]:
+        """The bodies of the next ``n`` messages, each fetched alone and acked."""
+        bodies = []
+        for _ in range(n):
+            (d,) = await broker.fetch([q], 1, 5.0, 2.0)
+            bodies.append(d.body)
+            await d.ack()
+        return bodies
 
     def test_publish_fetch_ack(self, broker_spec: str) -> None:
         async def scenario(broker: Any, q: str) -> None:
@@ -105,14 +113,9 @@ class BrokerContract:
         async def scenario(broker: Any, q: str) -> None:
             for body, priority in [(b"p5", 5), (b"p1a", 1), (b"p3", 3), (b"p0", 0), (b"p1b", 1)]:
                 await broker.publish(self.env(q, body, priority))
-            order = []
-            for _ in range(5):
-                (d,) = await broker.fetch([q], 1, 5.0, 2.0)
-                order.append(d.body)
-                await d.ack()
-            assert order == [b"p0", b"p1a", b"p1b", b"p3", b"p5"]
+            assert await self.one_by_one(broker, q, 5) == [b"p0", b"p1a", b"p1b", b"p3", b"p5"]
 
-        self.run(broker_spec, scenario, needs=PRIORITY)
+        self.run(broker_spec, scenario, PRIORITY)
 
     def test_eta_is_not_delivered_early(self, broker_spec: str) -> None:
         async def scenario(broker: Any, q: str) -> None:
@@ -123,7 +126,19 @@ class BrokerContract:
             assert time.time() - start >= 0.95
             await d.ack()
 
-        self.run(broker_spec, scenario, needs=DELAY)
+        self.run(broker_spec, scenario, DELAY)
+
+    def test_a_message_that_waited_keeps_its_priority(self, broker_spec: str) -> None:
+        async def scenario(broker: Any, q: str) -> None:
+            await broker.publish(self.env(q, b"nacked", -2))
+            (d,) = await broker.fetch([q], 1, 5.0, 2.0)
+            await d.nack(0.5)
+            await broker.publish(self.env(q, b"delayed", -1, eta=time.time() + 0.5))
+            await broker.publish(self.env(q, b"p0"))
+            await asyncio.sleep(0.7)
+            assert await self.one_by_one(broker, q, 3) == [b"nacked", b"delayed", b"p0"]
+
+        self.run(broker_spec, scenario, PRIORITY, DELAY)
 
     def test_waiting_fetch_wakes_on_publish(self, broker_spec: str) -> None:
         async def scenario(broker: Any, q: str) -> None:
@@ -161,7 +176,7 @@ class BrokerContract:
             await again.ack()
             assert await broker.depth(q) == 0
 
-        self.run(broker_spec, scenario, needs=DELAY)
+        self.run(broker_spec, scenario, DELAY)
 
     def test_lapsed_lease_redelivers_and_fences_the_old_holder(self, broker_spec: str) -> None:
         async def scenario(broker: Any, q: str) -> None:
@@ -176,7 +191,7 @@ class BrokerContract:
             await new.ack()
             assert await broker.depth(q) == 0
 
-        self.run(broker_spec, scenario, needs=LEASE)
+        self.run(broker_spec, scenario, LEASE)
 
     def test_extend_keeps_the_lease(self, broker_spec: str) -> None:
         async def scenario(broker: Any, q: str) -> None:
@@ -188,7 +203,7 @@ class BrokerContract:
             assert await broker.fetch([q], 1, 0.6, 0.1) == []
             await d.ack()
 
-        self.run(broker_spec, scenario, needs=LEASE)
+        self.run(broker_spec, scenario, LEASE)
 
     def test_two_consumers_share_without_duplicates(self, broker_spec: str) -> None:
         async def scenario(one: Any, two: Any, q: str) -> None:
@@ -219,7 +234,7 @@ class BrokerContract:
             assert await broker.purge_dead([dead.id]) == 1
             assert [x for x in await broker.dead_letters(1000) if x.queue == q] == []
 
-        self.run(broker_spec, scenario, needs=DEAD_LETTER)
+        self.run(broker_spec, scenario, DEAD_LETTER)
 
     def test_purge_and_depth(self, broker_spec: str) -> None:
         async def scenario(broker: Any, q: str) -> None:

@@ -112,3 +112,34 @@ def test_a_worker_never_logs_its_broker_password(tmp_path: Path, spawn: Any) -> 
         output = proc.output
     assert "task.finished" in output and "hook.call" in output, "debug logging was on"
     assert "s3cret-pw-42" not in output
+
+
+async def test_a_wakeup_directory_made_by_someone_else_is_not_used(tmp_path: Path) -> None:
+    """The sqlite backend's wake-up sockets live in a directory named after the database; if one
+    of that name exists and is not private (made first by another user, or opened up), nothing
+    is bound or sent there: the backend polls instead, and still runs tasks."""
+    from qtasks.builtin.wakeup import Wakeup
+
+    db = tmp_path / "shared.db"
+    wakeup = Wakeup(str(db))
+    os.makedirs(wakeup.dir, mode=0o777)
+    os.chmod(wakeup.dir, 0o777)  # the umask may have taken some of it
+    planted = Path(wakeup.dir) / "done.1.x.y"
+    planted.touch()  # a name a notifier would send to
+    try:
+        assert wakeup.listen("done", lambda _: None) is False
+        assert sorted(os.listdir(wakeup.dir)) == ["done.1.x.y"], "no socket bound there"
+        app = QueueTasks(broker=f"sqlite:///{db}")
+
+        @app.task
+        async def add(x: int, y: int) -> int:
+            return x + y
+
+        from qtasks.testing import running_worker
+
+        async with app, running_worker(app):
+            assert (await add.add_task(1, 2, timeout=10)).returning == 3
+        assert sorted(os.listdir(wakeup.dir)) == ["done.1.x.y"]
+    finally:
+        planted.unlink()
+        os.rmdir(wakeup.dir)

@@ -2,8 +2,9 @@
 
 Each listener binds a socket in a directory keyed by a resource (a database path), mode 0700,
 owned by the user, under the temp dir; a notifier sends a datagram to every listener of a
-channel. Filesystem sockets only: no network port. Where Unix sockets are missing (Windows),
-``listen`` returns False and callers poll instead.
+channel. Filesystem sockets only: no network port. Where Unix sockets are missing (Windows), or
+the directory is not private (someone else made it first), ``listen`` returns False, nothing is
+sent, and callers poll instead.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import contextlib
 import hashlib
 import os
 import socket
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable
+
+from qtasks.log import get_logger
 
 
 class Wakeup:
@@ -33,7 +37,7 @@ class Wakeup:
         if not hasattr(socket, "AF_UNIX"):
             return
         try:
-            names = os.listdir(self.dir)
+            names = os.listdir(self.dir) if self._private() else []
         except FileNotFoundError:
             return
         if self._sender is None:
@@ -55,6 +59,9 @@ class Wakeup:
         if not hasattr(socket, "AF_UNIX"):
             return False
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        if not self._private():
+            get_logger("qtasks.wakeup").warning("wakeup.not_private", dir=self.dir, fallback="polling")
+            return False
         path = os.path.join(self.dir, f"{channel}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{self._token}")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(path)
@@ -70,6 +77,11 @@ class Wakeup:
         asyncio.get_running_loop().add_reader(sock.fileno(), readable)
         self._listeners.append((sock, path))
         return True
+
+    def _private(self) -> bool:
+        """Whether the directory is this user's alone: another may have made one of its name first."""
+        found = os.lstat(self.dir)
+        return stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o077
 
     def close(self) -> None:
         for sock, path in self._listeners:

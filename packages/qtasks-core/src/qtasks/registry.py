@@ -46,8 +46,9 @@ class Entry:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe to print."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """The URL with any password (``user:pw@``, or ``?password=``) replaced by ``***``, safe to print."""
+    masked = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
 @dataclass

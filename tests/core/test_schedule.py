@@ -42,6 +42,9 @@ def test_cron_next_slot(expression: str, after: str, expected: str) -> None:
 def test_bad_cron_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="cron"):
         Cron(bad).next_after(at("2026-01-01T00:00:00"))
+    app = QueueTasks(broker="memory", storage="memory")
+    with pytest.raises(ValueError, match="cron"):  # when declared, not at a tick of the scheduler
+        app.schedule("anything", cron=bad)
 
 
 def test_every_slots_are_aligned_and_run_ids_are_shared_by_all_schedulers() -> None:
@@ -73,6 +76,23 @@ async def test_concurrent_schedulers_fire_each_slot_once(sqlite_url: str) -> Non
     finally:
         for app in apps:
             await app.stop()
+
+
+def test_a_shared_task_schedule_is_on_every_app_whenever_it_was_made() -> None:
+    from qtasks import shared_task
+    from qtasks.tasks import shared_tasks_router
+
+    before = QueueTasks(broker="memory", storage="memory")
+
+    @shared_task(name="shared_tick_for_test", every=timedelta(minutes=5))
+    async def tick() -> None: ...
+
+    try:
+        after = QueueTasks(broker="memory", storage="memory")
+        for app in (before, after):
+            assert [s.name for s in app.schedules] == ["shared_tick_for_test@0:05:00"]
+    finally:
+        shared_tasks_router().tasks.pop("shared_tick_for_test")
 
 
 async def test_decorator_and_app_schedules_run_as_ordinary_tasks() -> None:

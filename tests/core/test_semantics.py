@@ -329,6 +329,21 @@ async def test_traceback_starts_with_the_users_frames(app: QueueTasks) -> None:
     assert lines[-1] == "LookupError: deep"
 
 
+async def test_a_result_the_serializer_refuses_ends_as_an_error_even_a_float(app: QueueTasks) -> None:
+    """NaN and the infinities are floats JSON refuses: such a run is an error saying so, not a
+    task left `running` for ever; other floats are kept as they are."""
+
+    @app.task
+    async def parse(text: str) -> float:
+        return float(text)
+
+    async with running_worker(app):
+        for text in ("nan", "inf", "-inf"):
+            record = await parse.add_task(text, timeout=5)
+            assert record.status == "error" and "cannot be stored" in record.traceback
+        assert (await parse.add_task("1.5", timeout=5)).returning == 1.5
+
+
 async def test_records_expire_after_the_configured_retention(app: QueueTasks) -> None:
     app.config.result_ttl = 0.5
 

@@ -350,6 +350,8 @@ async def test_a_record_that_can_never_be_stored_dead_letters_the_message() -> N
         (dead,) = await app.dead_letters()
         assert dead.reason == "record cannot be stored: ValueError: storage refuses this record"
         assert app.decode(dead.body).id == record.id
+        stored = await app.get(record.id)  # and a waiter gets an end: an error saying why
+        assert stored is not None and (stored.status, stored.reason) == ("error", dead.reason)
         assert await app.broker.depth("default") == 0 and worker.counts["success"] == 1
 
 

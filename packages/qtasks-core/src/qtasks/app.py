@@ -78,6 +78,7 @@ class QueueTasks(Admin):
         self._starting: asyncio.Future[None] | None = None
         self._stack: AsyncExitStack | None = None
         self._portal: asyncio.AbstractEventLoop | None = None
+        self._adopt(shared_tasks_router())  # as a shared task declared later is (schedules too)
         shared_tasks_router()._attach(self)
 
     @property

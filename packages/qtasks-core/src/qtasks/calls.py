@@ -61,7 +61,7 @@ def storable(spec: TaskSpec, value: Any, serializer: Any) -> Any:
     """The result as the storage will keep it; a result that cannot be stored is an error."""
     if spec.decode is not None:
         value = spec.decode(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if value is None or isinstance(value, (str, int, bool)):  # a float may be NaN: the serializer decides
         return value
     try:
         return serializer.loads(serializer.dumps(value))

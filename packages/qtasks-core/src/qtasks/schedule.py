@@ -116,7 +116,7 @@ class Schedule:
         if self.every is not None and self.every.total_seconds() <= 0:
             raise ValueError(f"schedule of {self.task!r}: every= must be positive")
         if self.cron is not None:
-            Cron(self.cron)  # validate now, not at the first tick
+            Cron(self.cron).next_after(datetime.now(UTC))  # validate now (does it ever fire?), not at a tick
         if not self.name:
             object.__setattr__(self, "name", f"{self.task}@{self.cron or self.every}")
 

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -67,8 +67,7 @@ class Worker:
         self._fetcher: asyncio.Future[None] | None = None
         self._slot = asyncio.Event()
         self._hurry = asyncio.Event()
-        #: Set once the worker has started and is about to fetch.
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()  #: set once the worker has started and is about to fetch
 
     # ------------------------------------------------------------------ life
 
@@ -296,8 +295,7 @@ class Worker:
     async def _settle(self, run: TaskRun, outcome: Outcome) -> None:
         delivery, message, kind = run.delivery, run.message, outcome.kind
         if kind is OutcomeKind.DUPLICATE:
-            await self._persist(delivery.ack)
-            return
+            return await self._persist(delivery.ack)
         if kind is OutcomeKind.SUCCESS and (step := message.next_step(outcome.value)) is not None:
             await self._persist(self.app.submit, step)  # before this record: a crash reruns this step
         now, ack_with = time.time(), getattr(delivery, "ack_with", None) if kind in ACKED else None
@@ -319,6 +317,9 @@ class Worker:
         except Exception as exc:  # this record can never be stored: keep the message, say why
             reason = f"record cannot be stored: {type(exc).__name__}: {exc}"
             self.log.warning("record.unstorable", task_id=message.id, reason=reason)
+            failed = replace(record, status=Status.ERROR, returning=None, reason=reason)  # waiters get an end
+            with suppress(Exception):  # ... if the storage takes this one
+                await self._persist(self.app.storage.save, failed, self.app.config.result_ttl)
             await self._persist(delivery.dead_letter, reason)
             return
         if kind is OutcomeKind.RETRY:
@@ -336,13 +337,12 @@ class Worker:
             await self._persist(delivery.ack)
 
     async def _persist(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Call a broker or storage operation, retrying with backoff while the backend is down
-        (``OSError``: connection errors, timeouts). Any other error is raised at once."""
+        """Call a broker or storage operation, retrying while the backend is down (``OSError``)."""
         delay, deadline = 0.05, time.monotonic() + max(30.0, self.lease * 3)
         while True:
             try:
                 return await op(*args)
-            except OSError as exc:  # ConnectionError, TimeoutError: the backend is away
+            except OSError as exc:  # ConnectionError, TimeoutError: the backend is away; others raise
                 if time.monotonic() > deadline:
                     raise
                 self.log.warning("backend.retrying", op=getattr(op, "__qualname__", repr(op)), error=repr(exc))

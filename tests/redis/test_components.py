@@ -446,6 +446,26 @@ async def test_posted_messages_keep_their_order_and_never_overtake_a_priority(re
         assert await broker.depth("q") == 0
 
 
+async def test_a_message_whose_eta_passed_is_posted_in_order_and_an_odd_id_is_kept_whole(
+    redis_app_url: str,
+) -> None:
+    """An eta that has passed is no delay: such a message of priority 0 is posted like the
+    others, so it keeps its publish order among them (through the script it would get its seq
+    before the messages posted earlier). A posted entry is ``<id>\\n<body>`` with the id
+    escaped: an id holding a newline or a backslash keeps its body whole, and the claim reads
+    that task's record (cancelled here: not fresh) under the id as it is."""
+    odd = "third \\ \n line two"
+    async with QueueTasks(broker=redis_app_url) as app:
+        broker = app.broker
+        await app.storage.save(Record(id=odd, name="t", status=Status.CANCELLED), 60)
+        await broker.publish(Envelope("first", "q", b"first"))
+        await broker.publish(Envelope("second", "q", b"second", 0, time.time() - 1))
+        await broker.publish(Envelope(odd, "q", b"third"))
+        found = [(await broker.fetch(["q"], 1, 30.0, 2.0))[0] for _ in range(3)]
+        assert [(d.body, d.fresh) for d in found] == [(b"first", True), (b"second", True), (b"third", False)]
+        await asyncio.gather(*(d.ack() for d in found))
+
+
 async def test_a_claim_that_leaves_posted_messages_behind_leaves_a_wake_up_token(redis_app_url: str) -> None:
     """The baton: the next fetch does not sleep past messages a claim left behind, and a claim
     that took the last one leaves no token (a token is a wasted claim)."""

@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from qtasks.protocols import DEAD_LETTER, DELAY, LEASE, PRIORITY, DeadLetter, En
 from redis.exceptions import ResponseError
 
 from qtasks_redis.client import RedisClient, evalsha
-from qtasks_redis.keys import QueueKeys
+from qtasks_redis.keys import QueueKeys, escape_id
 from qtasks_redis.scripts import script
 
 if TYPE_CHECKING:
@@ -124,15 +125,17 @@ class RedisBroker:
         """Add the message to its queue. Returns an asyncio future, not a coroutine: it is sent
         the moment it is called, before ``add_task`` stores the record beside it.
 
-        A message of priority 0 without an eta (the common case) is appended to the queue's
-        ``posted`` list, and a wake-up token left (at most one), in three plain commands rather
-        than a script: it costs the server a tenth as much, and the next claim gives it its
-        seq. They leave at once, in one write; the record's commands follow in another.
+        A message of priority 0 without an eta, or whose eta has passed (the common case), is
+        appended to the queue's ``posted`` list, and a wake-up token left (at most one), in three
+        plain commands rather than a script: it costs the server a tenth as much, and the next
+        claim gives it its seq, in the order posted. They leave at once, in one write; the
+        record's commands follow in another.
         """
         keys = self.client.keys
         k = keys.queue(envelope.queue)
-        if envelope.priority == 0 and envelope.eta is None:
-            entry = b"%s\n%s" % (envelope.id.encode(), envelope.body)
+        due = envelope.eta is None or envelope.eta <= time.time()  # posted: in publish order with the others
+        if envelope.priority == 0 and due:
+            entry = b"%s\n%s" % (escape_id(envelope.id).encode(), envelope.body)
             commands = (("RPUSH", k.posted, entry), ("RPUSH", k.wake, b"1"), ("LTRIM", k.wake, -1, -1))
             return self.client.group(commands, _none)
         eta = "" if envelope.eta is None else round(envelope.eta * 1000)

@@ -9,8 +9,9 @@ Per queue ``Q``:
 * ``<p>:q:Q:msgs`` -- hash: ``seq`` -> body, ``seq:p`` -> priority (when not 0),
   ``seq:n`` -> deliveries so far, ``seq:t`` -> token of the current lease, ``seq:i`` -> task id.
 * ``<p>:q:Q:posted`` -- list of messages published with priority 0 and no eta, as
-  ``"<task id>\n<body>"``, not yet given a seq: a publish is then three plain commands, not a
-  script, and the next claim moves them to ``ready`` in publish order.
+  ``"<task id>\n<body>"`` (the id through :func:`escape_id`), not yet given a seq: a publish is
+  then three plain commands, not a script, and the next claim moves them to ``ready`` in publish
+  order.
 * ``<p>:q:Q:in`` -- list where a message body may be pushed by hand (``RPUSH``); the next fetch
   turns it into a message of priority 0.
 * ``<p>:q:Q:wake`` -- list holding at most one token; blocked fetches wait on it.
@@ -25,7 +26,21 @@ waiting storage) its final version is published to.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+
+def escape_id(task_id: str) -> str:
+    """A task id as it goes before a newline (a posted entry, a pushed record): its backslashes and
+    newlines escaped. An id holding neither (a uuid) is left as it is."""
+    if "\\" in task_id or "\n" in task_id:
+        return task_id.replace("\\", "\\\\").replace("\n", "\\n")
+    return task_id
+
+
+def unescape_id(escaped: str) -> str:
+    """The task id :func:`escape_id` was given (``claim.lua`` does the same for posted entries)."""
+    return re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], escaped) if "\\" in escaped else escaped
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from qtasks_redis.broker import RedisDelivery
 
 from qtasks_redis.client import RedisClient
+from qtasks_redis.keys import escape_id, unescape_id
 from qtasks_redis.subscriber import Subscriber
 
 T = TypeVar("T")
@@ -107,7 +108,7 @@ class RedisStorage:
             return inserted
         final = "1" if record.status in FINAL else "0"
         record_keys = (keys.record(record.id), keys.waiters(record.id))
-        args = (record.status.value, data, px, final, record.id)
+        args = (record.status.value, data, px, final, escape_id(record.id))
         if ack is None:
             return client.script("save", record_keys, args, bool)
         lease_keys, lease = ack.lease  # the message is acked in the same script
@@ -207,7 +208,7 @@ class RedisStorage:
         """A final record published to our channel (``task id\\ndata``). It may come before the
         wait of the add_task that submitted it starts: a quick worker."""
         task_id, _, data = message.partition(b"\n")
-        key = task_id.decode(errors="replace")
+        key = unescape_id(task_id.decode(errors="replace"))
         self._finish(key, data, self._waiters.pop(key, None), ours=False)
 
     def _reset(self) -> None:

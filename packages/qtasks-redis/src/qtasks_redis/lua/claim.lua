@@ -63,6 +63,9 @@ local function take(q, key, n, with_ids, ready)
     local cut = with_ids and string.find(entry, '\n', 1, true)
     local id, body = nil, entry
     if cut then id, body = string.sub(entry, 1, cut - 1), string.sub(entry, cut + 1) end
+    if id and string.find(id, '\\', 1, true) then  -- escaped: see keys.escape_id
+      id = string.gsub(id, '\\(.)', function(c) return c == 'n' and '\n' or c end)
+    end
     local f, a, o = #fields, #adds, #out
     fields[f + 1], fields[f + 2] = seq, body
     if id then

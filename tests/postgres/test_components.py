@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,10 +14,13 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 from qtasks.asyncio import QueueTasks
+from qtasks.errors import ConfigError
 from qtasks.messages import Message, Record, Status
 from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
-from qtasks_postgres import PostgresBroker, PostgresStorage
+from qtasks_postgres import PostgresBroker, PostgresStorage, writes
+from qtasks_postgres.schema import VERSION
+from qtasks_postgres.storage import stored_id
 from qtasks_postgres.target import parse
 
 from tests.backends.kit import check_ack_with, check_fresh_marks, leased_one
@@ -73,6 +77,31 @@ async def test_prefixes_keep_apps_apart(postgres_dsn: str) -> None:
         assert await one.broker.depth("q") == 1 and await one.get("r1") is not None
         assert await two.broker.depth("q") == 0 and await two.get("r1") is None
         assert await two.broker.fetch(["q"], 1, 5.0, 0.3) == []
+
+
+@pytest.mark.parametrize("schema", ["user", "order", "select"])
+async def test_a_schema_named_by_a_reserved_word_is_a_config_error_that_says_why(schema: str) -> None:
+    """qtasks' statements name the schema unquoted, where PostgreSQL takes these for SQL."""
+    app = QueueTasks(broker=f"postgresql://u:pa55@127.0.0.1/db?schema={schema}")
+    with pytest.raises(ConfigError) as caught:
+        await app.start()
+    assert f"bad schema {schema!r}" in str(caught.value) and "reserved word" in str(caught.value)
+
+
+async def test_a_schema_named_by_a_key_word_that_is_not_reserved_works(postgres_dsn: str) -> None:
+    """``values`` is a key word that PostgreSQL still takes for a name (so is not refused)."""
+    app = QueueTasks(broker=with_params(with_prefix(postgres_dsn), schema="values"))
+    async with app:
+        await app.broker.publish(Envelope("a", "q", b"x"))
+        (delivery,) = await app.broker.fetch(["q"], 1, 30.0, 2.0)
+        await delivery.ack()
+        assert await app.storage.save(Record(id="r1", name="t", status=Status.SUCCESS), 60)
+        assert await app.get("r1") is not None and await app.broker.depth("q") == 0
+
+
+def test_a_pool_size_in_digits_of_another_script_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="bad pool_size '\u00b2'"):  # SUPERSCRIPT TWO: str.isdigit(), not int()
+        parse("postgresql://app@db.example/app?pool_size=%C2%B2")
 
 
 async def test_records_and_messages_are_plain_rows(postgres_app_url: str) -> None:
@@ -156,6 +185,42 @@ async def test_one_bad_write_fails_alone_and_loses_nothing(postgres_app_url: str
         assert await broker.depth("q") == 2 and await app.get("kept") is not None
 
 
+async def test_a_queue_name_over_1000_bytes_fails_its_publish_before_anything_is_written(
+    postgres_app_url: str,
+) -> None:
+    """Longer names would not fit the queue's indexes (about 2,700 bytes an entry): the server
+    would refuse the insert with an internal btree error instead."""
+    app = QueueTasks(broker=postgres_app_url)
+    async with app:
+        longest = "\u00e9" * 500  # 1000 bytes of UTF-8
+        for name in [longest + "x", os.urandom(2000).hex()]:  # the second, incompressible, broke the index
+            with pytest.raises(ValueError, match="at most 1000 bytes"):
+                await app.broker.publish(Envelope("a", name, b"x"))
+            assert await app.broker.depth(name) == 0
+        await app.broker.publish(Envelope("a", longest, b"x"))
+        (delivery,) = await app.broker.fetch([longest], 1, 30.0, 2.0)
+        assert delivery.body == b"x"
+
+
+async def test_a_task_id_that_text_cannot_hold_is_submitted_and_its_message_row_names_its_record(
+    postgres_app_url: str,
+) -> None:
+    """The message row keeps the id its record is stored under (``stored_id``), which text can
+    hold and which the claim compares with the records to tell a fresh delivery."""
+    app = QueueTasks(broker=postgres_app_url)
+    async with app, raw(postgres_app_url) as conn:
+        for task_id, final in [("nul\x00id", False), ("nul\x00done", True)]:
+            record = await app.submit(Message(id=task_id, name="t", args=[]))
+            assert record.id == task_id
+            stored = await conn.fetchval(f"SELECT task_id FROM {table(app, 'queue')} ORDER BY seq DESC LIMIT 1")
+            assert stored == stored_id(task_id) != task_id
+            if final:
+                await app.storage.save(Record.from_message(Message(id=task_id, name="t"), Status.SUCCESS), 60)
+            (delivery,) = await app.broker.fetch(["default"], 1, 30.0, 2.0)
+            assert delivery.fresh is not final
+            await delivery.ack()
+
+
 async def test_hand_inserted_rows_run_or_are_dead_lettered_with_the_reason(postgres_app_url: str) -> None:
     app = QueueTasks(broker=postgres_app_url)
     ran: list[int] = []
@@ -182,6 +247,21 @@ async def test_hand_inserted_rows_run_or_are_dead_lettered_with_the_reason(postg
     assert ran == [6, 7, 8]
 
 
+async def test_purge_dead_takes_only_ascii_digits_for_ids(postgres_app_url: str) -> None:
+    """int() reads the digits of every script (and str.isdigit() takes '²', which int() refuses):
+    an id in other digits is not ours, and deletes nothing."""
+    app = QueueTasks(broker=postgres_app_url)
+    async with app:
+        await app.broker.publish(Envelope("x", "q", b"poison"))
+        (delivery,) = await app.broker.fetch(["q"], 1, 30.0, 2.0)
+        await delivery.dead_letter("bad")
+        (dead,) = await app.dead_letters()
+        arabic = "".join(chr(ord("\u0660") + int(digit)) for digit in dead.id)  # ARABIC-INDIC DIGITs
+        assert await app.broker.purge_dead([arabic]) == 0
+        assert await app.broker.purge_dead(["\u00b2"]) == 0
+        assert await app.broker.purge_dead([dead.id]) == 1
+
+
 async def test_dead_letters_and_records_expire_and_are_swept(postgres_app_url: str) -> None:
     app = QueueTasks(broker=postgres_app_url, dead_letter_ttl=0.3)
     async with app, raw(postgres_app_url) as conn:
@@ -201,6 +281,29 @@ async def test_dead_letters_and_records_expire_and_are_swept(postgres_app_url: s
         while await conn.fetchval(count) != 1:
             assert time.monotonic() < deadline, "expired rows were not swept"
             await asyncio.sleep(0.05)
+
+
+async def test_the_sweep_spares_a_record_saved_anew_while_it_waited_for_the_row(postgres_app_url: str) -> None:
+    """A save may overwrite an expired record; if the sweep chose that record and then waited for
+    the saving transaction's row lock, it must see the new row, live again, and leave it."""
+    app = QueueTasks(broker=postgres_app_url)
+    async with app, raw(postgres_app_url) as conn:
+        db = app.broker.db
+        await app.storage.save(Record(id="r1", name="t", status=Status.RUNNING), 0.01)
+        await asyncio.sleep(0.1)
+        assert await app.get("r1") is None  # expired, not yet swept
+        done = app.serializer.dumps(Record(id="r1", name="t", status=Status.SUCCESS).to_dict())
+        async with conn.transaction():  # the statement a save runs, not yet committed
+            row = await conn.fetchrow(db.sql.apply, *writes.arguments([writes.Save("r1", "success", done, 3600.0)]))
+            assert row is not None and row["saved"] == ["r1"]
+            sweep = asyncio.ensure_future(db.fetchval(db.sql.sweep))
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH gone%'"
+            deadline = time.monotonic() + 20
+            while not await db.fetchval(waiting):
+                assert time.monotonic() < deadline, "the sweep never waited for the row"
+                await asyncio.sleep(0.05)
+        assert await sweep == 0
+        assert await app.get("r1") is not None
 
 
 async def test_a_waiting_fetch_is_woken_for_a_delayed_message_and_not_before(postgres_app_url: str) -> None:
@@ -231,6 +334,44 @@ async def test_a_lapsed_lease_is_noticed_by_a_waiting_fetch(postgres_app_url: st
         await crashed.dead_letter("stale")
         await again.ack()
         assert await broker.depth("q") == 0 and await app.dead_letters() == []
+
+
+async def test_a_lapsed_holder_renewing_in_the_same_turn_as_the_new_holder_is_fenced_out(
+    postgres_app_url: str,
+) -> None:
+    """A worker's heartbeat renews all its leases at once, and another's may share its event-loop
+    turn (in-process workers): both renewals go out in one batch, yet only the holder of the
+    row's current token may be told its lease was renewed."""
+    app = QueueTasks(broker=postgres_app_url)
+    async with app:
+        broker = app.broker
+        await broker.publish(Envelope("x", "q", b"job"))
+        (old,) = await broker.fetch(["q"], 1, 0.3, 2.0)
+        await asyncio.sleep(0.6)  # its lease lapses
+        (new,) = await broker.fetch(["q"], 1, 30.0, 2.0)
+        assert new.count == 2
+        old_renewed, new_renewed = await asyncio.gather(old.extend(30.0), new.extend(30.0))
+        assert (old_renewed, new_renewed) == (False, True)
+        new_renewed, old_renewed = await asyncio.gather(new.extend(30.0), old.extend(30.0))
+        assert (old_renewed, new_renewed) == (False, True)
+
+
+async def test_a_cancelled_fetch_gives_its_rows_back_as_never_delivered(postgres_app_url: str) -> None:
+    """A fetch cancelled while its claim runs hands nothing out: the rows it leased are ready again
+    at once, and their next delivery is the first (count 1, so ``fresh`` if the task has not run)."""
+    app = QueueTasks(broker=postgres_app_url)
+    async with app, raw(postgres_app_url) as conn:
+        await app.submit(Message(name="t", args=[]))
+        async with conn.transaction():
+            await conn.execute(f"LOCK TABLE {table(app, 'queue')} IN EXCLUSIVE MODE")  # the claim waits
+            fetch = asyncio.ensure_future(app.broker.fetch(["default"], 1, 30.0, 10.0))
+            await asyncio.sleep(0.3)
+            fetch.cancel()
+            await asyncio.sleep(0.05)
+        with pytest.raises(asyncio.CancelledError):
+            await fetch
+        (delivery,) = await app.broker.fetch(["default"], 1, 30.0, 5.0)
+        assert (delivery.count, delivery.fresh) == (1, True)
 
 
 async def test_statements_are_run_again_when_their_connections_are_killed(postgres_app_url: str) -> None:
@@ -293,6 +434,38 @@ async def test_ids_and_reasons_that_postgres_text_cannot_hold_lose_nothing(postg
             await asyncio.sleep(0.05)
         assert dead[0].reason == "ValueError: bad\\x00value"
         assert await app.storage.delete("nul\x00id") is True and await app.get("nul\x00id") is None
+
+
+async def test_a_waiter_of_another_app_is_woken_for_an_id_with_a_newline(postgres_app_url: str) -> None:
+    """The ids of a notification are one per line: an id with a newline goes as '', which wakes
+    every waiter (each reads its record again), instead of waking none."""
+    async with QueueTasks(broker=postgres_app_url) as waiter, QueueTasks(broker=postgres_app_url) as saver:
+        storage = waiter.storage
+        for task_id in ["plain", "line1\nline2", "line1"]:
+            waiting = asyncio.ensure_future(storage.wait(task_id, 30))
+            await eventually(lambda: task_id in storage._waiters, what="the waiter registered")  # noqa: B023
+            assert storage.db.listener.live(storage.db.names.done_channel)
+            started = time.monotonic()
+            assert await saver.storage.save(Record(id=task_id, name="t", status=Status.SUCCESS), 60)
+            got = await waiting  # found at the end of its wait if never woken
+            assert got is not None and got.id == task_id
+            assert time.monotonic() - started < 15, f"{task_id!r}: not woken by the save"
+
+
+async def test_a_database_of_schema_2_gets_the_apply_function_of_this_version(postgres_app_url: str) -> None:
+    """Schema 3 changed only the body of the apply function (ids with a newline are notified as
+    ''): the first process of this version replaces the function of schema 2 in place."""
+    app = QueueTasks(broker=postgres_app_url)
+    body = "strpos(f.id, E'\\n') = 0"
+    async with app, raw(postgres_app_url) as conn:  # taken back to schema 2: its body and version
+        apply = table(app, "apply2")
+        old = (await conn.fetchval("SELECT pg_get_functiondef($1::regproc)", apply)).replace(f"AND {body} ", "")
+        assert body not in old
+        await conn.execute(old)
+        await conn.execute(f"COMMENT ON FUNCTION {apply} IS 'qtasks-postgres schema 2'")
+    async with app, raw(postgres_app_url) as conn:
+        assert await conn.fetchval("SELECT obj_description($1::regproc, 'pg_proc')", apply) == VERSION
+        assert body in await conn.fetchval("SELECT pg_get_functiondef($1::regproc)", apply)
 
 
 async def test_the_claim_marks_fresh_only_first_deliveries_of_tasks_whose_record_is_not_final(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from qtasks.protocols import DEAD_LETTER, DELAY, LEASE, PRIORITY, DeadLetter, Envelope
 
 from qtasks_postgres.database import Database
+from qtasks_postgres.storage import stored_id
 from qtasks_postgres.writes import Ack, Bury, Extend, Nack, Publish
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 POLL = 0.25
 #: A fetch that found its first due message locked by another claim looks again this soon.
 LOCKED_PAUSE = 0.02
+#: The longest queue name, in bytes of UTF-8: well inside what a btree index entry holds (about
+#: 2,700 bytes with the rest of the key), and short enough to name its queue in a notification.
+MAX_QUEUE_BYTES = 1000
 
 
 class PostgresDelivery:
@@ -96,8 +100,14 @@ class PostgresBroker:
         the fetches waiting for its queue."""
         if not -(2**31) <= envelope.priority < 2**31:
             raise ValueError(f"priority {envelope.priority} is out of range: PostgreSQL keeps a 32-bit integer")
+        if len(envelope.queue.encode(errors="surrogatepass")) > MAX_QUEUE_BYTES:
+            raise ValueError(
+                f"queue name {envelope.queue[:40]!r}... is too long: at most {MAX_QUEUE_BYTES} bytes of UTF-8"
+            )
         eta = None if envelope.eta is None else float(envelope.eta)
-        await self.db.write(Publish(envelope.queue, envelope.priority, eta, envelope.body, envelope.id))
+        # the id the task's record is stored under: text holds it, and the claim's `fresh` compares the two
+        task_id = stored_id(envelope.id)
+        await self.db.write(Publish(envelope.queue, envelope.priority, eta, envelope.body, task_id))
 
     async def fetch(self, queues: Sequence[str], limit: int, lease: float, wait: float) -> list[Any]:
         if limit <= 0:
@@ -138,7 +148,8 @@ class PostgresBroker:
     async def _claim(self, queues: list[str], limit: int, lease: float) -> tuple[list[Any], float | None]:
         """Lease up to ``limit`` rows; if none, also when the next one falls due (seconds).
 
-        Safe to cancel: a claim under way is finished and what it leased is given back."""
+        Safe to cancel: a claim under way is finished and what it leased is given back as it
+        was, its delivery count too (it was never handed out)."""
         token = uuid.uuid4()
         records = self.db.holds_records
         job = asyncio.ensure_future(self.db.fetch(self.db.sql.claim, token, float(lease), queues, limit, records))
@@ -147,8 +158,8 @@ class PostgresBroker:
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):  # if this fails, what it leased comes back at its deadline
                 rows = await job
-                given = [PostgresDelivery(self, r["seq"], token, b"", 0) for r in rows if r["seq"] is not None]
-                await asyncio.gather(*(d.nack() for d in given))
+                if seqs := [r["seq"] for r in rows if r["seq"] is not None]:
+                    await self.db.execute(self.db.sql.unclaim, seqs, token)
             raise
         if len(rows) == 1 and rows[0]["seq"] is None:
             return [], rows[0]["due_in"]
@@ -183,5 +194,5 @@ class PostgresBroker:
     async def purge_dead(self, ids: Sequence[str] | None = None) -> int:
         if ids is None:
             return await self.db.execute(self.db.sql.purge_dead)
-        seqs = [int(i) for i in ids if i.isdigit() and len(i) < 19]
+        seqs = [int(i) for i in ids if i.isascii() and i.isdigit() and len(i) < 19]  # int() reads any script's digits
         return await self.db.execute(self.db.sql.purge_dead_ids, seqs) if seqs else 0

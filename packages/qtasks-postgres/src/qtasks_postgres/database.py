@@ -30,7 +30,7 @@ from qtasks.log import get_logger
 
 from qtasks_postgres import schema, writes
 from qtasks_postgres.listener import Listener
-from qtasks_postgres.target import SCHEMA_NAME, Names, Target
+from qtasks_postgres.target import Names, Target, schema_fault
 
 T = TypeVar("T")
 log = get_logger("qtasks.postgres")
@@ -138,10 +138,10 @@ class Database:
     async def _prepare(self, conn: Any) -> None:
         """Settle the schema (``?schema=``, else the connection's current one) and create the tables."""
         name = self.target.schema or await conn.fetchval("SELECT current_schema()")
-        if name is None or not SCHEMA_NAME.fullmatch(name):
+        if name is None or (fault := schema_fault(name)):
             raise ConfigError(
                 f"PostgreSQL at {self.shown}: the current schema is {name!r}; name one for qtasks' tables "
-                "with ?schema=... (lowercase letters, digits and _)"
+                f"with ?schema=... ({fault or 'lowercase letters, digits and _'})"
             )
         if name != self.names.schema:
             self.names = Names(name, self.target.prefix)
@@ -255,7 +255,7 @@ class Database:
             return _Failed(exc)
 
     async def _apply(self, part: list[writes.Write]) -> list[bool | None]:
-        """One call of the apply function (no record saved twice in ``part``)."""
+        """One call of the apply function (``part`` is one of ``writes.rounds``)."""
         row = await self.run(lambda conn: conn.fetchrow(self.sql.apply, *writes.arguments(part)))
         return writes.results(part, row["saved"], row["extended"])
 

@@ -16,8 +16,9 @@ from qtasks.messages import FINAL
 from qtasks_postgres.target import Names
 
 #: Bumped whenever schema.sql changes; stored as the comment of the apply function, which is
-#: created last, so a matching comment means everything is there.
-VERSION = "qtasks-postgres schema 2"
+#: created last, so a matching comment means everything is there. (3: the apply function
+#: notifies an id with a newline as '', since the ids of a notification are one per line.)
+VERSION = "qtasks-postgres schema 3"
 FINAL_SQL = ", ".join(f"'{status.value}'" for status in sorted(FINAL))
 
 
@@ -79,12 +80,25 @@ class Statements:
         self.purge_dead_ids = f"DELETE FROM {dead} WHERE seq = ANY($1::bigint[])"
         self.get = f"SELECT id, data FROM {records} WHERE id = ANY($1::text[]) AND expires_at > now()"
         self.delete = f"DELETE FROM {records} WHERE id = $1"
-        #: expired records (10,000 at a time) and dead letters; returns how many went
+        #: expired records (10,000 at a time) and dead letters; returns how many went. The outer
+        #: DELETE checks the expiry again: a record saved anew while the sweep waited for its row
+        #: lock is then skipped (READ COMMITTED reads the new row), not deleted.
         self.sweep = (
             f"WITH gone AS (DELETE FROM {records} WHERE id = ANY(ARRAY("
-            f"SELECT id FROM {records} WHERE expires_at <= now() LIMIT 10000)) RETURNING 1), "
+            f"SELECT id FROM {records} WHERE expires_at <= now() LIMIT 10000)) AND expires_at <= now() "
+            "RETURNING 1), "
             f"buried AS (DELETE FROM {dead} WHERE expires_at <= now() RETURNING 1) "
             "SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM buried)"
+        )
+        #: what a cancelled claim leased ($1 seqs, $2 its token), back as it was before: ready
+        #: now, and its count not raised (a nack keeps it), so its next delivery is the first;
+        #: wakes the fetches waiting for its queues, as a nack does
+        self.unclaim = (
+            f"WITH back AS (UPDATE {queue} SET token = NULL, count = greatest(count - 1, 0), visible_at = now() "
+            "WHERE seq = ANY($1::bigint[]) AND token = $2 RETURNING queue) "
+            f"SELECT pg_notify('{names.queue_channel}', "
+            "CASE WHEN octet_length(b.queue) <= 1000 THEN b.queue ELSE '' END) "
+            "FROM (SELECT DISTINCT queue FROM back) AS b"
         )
 
 

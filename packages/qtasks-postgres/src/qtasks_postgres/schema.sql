@@ -57,7 +57,8 @@ CREATE TRIGGER {prefix}_published AFTER INSERT ON {queue}
 --   publish  messages (the trigger above wakes the fetches);
 --   save     records by the two save rules: a `new` record is only inserted, and a record whose
 --            status is final is never overwritten until it expires; the ids of records that
---            became final are notified, a few hundred per notification;
+--            became final are notified, a few hundred per notification, one per line (an id
+--            with a newline, or too long for a payload, goes as '': wake every waiter);
 --   extend   leases (fenced by the token); the seqs renewed are returned;
 --   nack     messages back to their queue after a delay, with a new body if given (fenced);
 --   bury     messages into the dead letters with the reason (fenced);
@@ -96,7 +97,7 @@ BEGIN
         INTO saved, finished FROM written AS w;
         PERFORM pg_notify('{done_channel}', string_agg(c.id, E'\n'))
         FROM (
-            SELECT CASE WHEN octet_length(f.id) <= 1000 THEN f.id ELSE '' END AS id,
+            SELECT CASE WHEN octet_length(f.id) <= 1000 AND strpos(f.id, E'\n') = 0 THEN f.id ELSE '' END AS id,
                    sum(octet_length(f.id) + 1) OVER (ORDER BY f.n) / 7000 AS chunk
             FROM unnest(finished) WITH ORDINALITY AS f(id, n)
         ) AS c

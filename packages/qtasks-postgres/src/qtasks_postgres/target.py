@@ -29,6 +29,22 @@ DEFAULT_POOL_SIZE = 10
 OWN_PARAMETERS = ("schema", "prefix", "pool_size")
 PREFIX_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: PostgreSQL's reserved key words, which cannot name a schema unquoted (qtasks' SQL names it
+#: unquoted): those marked "reserved" and "reserved (can be function or type)" in the appendix
+#: "SQL Key Words" of its manual, version 18 (``pg_get_keywords()``, catcodes R and T). A prefix
+#: needs no such list: it is always followed by ``_queue``, ``_apply2``...
+_RESERVED = """
+    all analyse analyze and any array as asc asymmetric authorization binary both case cast check
+    collate collation column concurrently constraint create cross current_catalog current_date
+    current_role current_schema current_time current_timestamp current_user default deferrable desc
+    distinct do else end except false fetch for foreign freeze from full grant group having ilike in
+    initially inner intersect into is isnull join lateral leading left like limit localtime
+    localtimestamp natural not notnull null offset on only or order outer overlaps placing primary
+    references returning right select session_user similar some symmetric system_user table
+    tablesample then to trailing true union unique user using variadic verbose when where window
+    with
+"""
+RESERVED_WORDS = frozenset(_RESERVED.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +79,21 @@ def parse(url: str | None) -> Target:
             "(at most 40, not starting with a digit)"
         )
     schema = own.get("schema") or None
-    if schema is not None and not SCHEMA_NAME.fullmatch(schema):
-        raise ConfigError(
-            f"bad schema {schema!r} in PostgreSQL URL {shown!r}: use lowercase letters, digits and _ "
-            "(at most 63, not starting with a digit)"
-        )
+    if schema is not None and (fault := schema_fault(schema)):
+        raise ConfigError(f"bad schema {schema!r} in PostgreSQL URL {shown!r}: {fault}")
     size = own.get("pool_size", str(DEFAULT_POOL_SIZE))
-    if not size.isdigit() or not 1 <= int(size) <= 1000:
+    if not (size.isascii() and size.isdigit()) or not 1 <= int(size) <= 1000:  # isdigit() alone takes '²'
         raise ConfigError(f"bad pool_size {size!r} in PostgreSQL URL {shown!r}: a whole number from 1 to 1000")
     return Target(dsn, shown, schema, prefix, int(size))
+
+
+def schema_fault(name: str) -> str | None:
+    """Why ``name`` cannot be the schema of qtasks' tables; None if it can."""
+    if not SCHEMA_NAME.fullmatch(name):
+        return "use lowercase letters, digits and _ (at most 63, not starting with a digit)"
+    if name in RESERVED_WORDS:
+        return f"{name!r} is a reserved word of PostgreSQL's SQL, and qtasks' statements name the schema unquoted"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,18 +86,27 @@ def _save_in(write: Write) -> Save | None:
     return write.save if isinstance(write, Settle) else write if isinstance(write, Save) else None
 
 
+def _once(write: Write) -> tuple[type[Any], str | int] | None:
+    """What ``write`` touches that one apply call may touch only once (see :func:`rounds`)."""
+    if (save := _save_in(write)) is not None:
+        return Save, save.id
+    return (Extend, write.seq) if isinstance(write, Extend) else None
+
+
 def rounds(writes: list[Write]) -> list[list[Write]]:
-    """Split a batch, keeping its order, so that no record id is saved twice in one call (one
-    ``INSERT ... ON CONFLICT`` cannot touch a row twice; a record saved twice in one turn -- a
-    ``new`` record and a fast in-process worker's ``running`` -- goes out in two calls)."""
+    """Split a batch, keeping its order, so that one call saves no record id twice and renews no
+    lease twice: one ``INSERT ... ON CONFLICT`` cannot touch a row twice (a record saved twice in
+    one turn -- a ``new`` record and a fast in-process worker's ``running`` -- goes out in two
+    calls), and the call names a renewal by its seq alone (a lapsed holder and the row's new
+    holder renewing in one turn would both read the new holder's success)."""
     found: list[list[Write]] = [[]]
-    ids: set[str] = set()
+    keys: set[tuple[type[Any], str | int]] = set()
     for write in writes:
-        if (save := _save_in(write)) is not None:
-            if save.id in ids:
+        if (key := _once(write)) is not None:
+            if key in keys:
                 found.append([])
-                ids.clear()
-            ids.add(save.id)
+                keys.clear()
+            keys.add(key)
         found[-1].append(write)
     return found
 
@@ -113,7 +122,8 @@ def arguments(writes: list[Write]) -> list[list[Any]]:
 
 
 def results(writes: list[Write], saved: list[str] | None, extended: list[int] | None) -> list[bool | None]:
-    """What each write returns: whether a save was written, whether a lease was renewed."""
+    """What each write returns: whether a save was written, whether a lease was renewed (no seq
+    is renewed twice in one call: :func:`rounds`)."""
     written, renewed = set(saved or ()), set(extended or ())
     out: list[bool | None] = []
     for write in writes:

@@ -15,6 +15,7 @@ import pytest
 import qtasks
 from qtasks import Retry, Status, chain
 from qtasks.asyncio import QueueTasks
+from qtasks.messages import Message
 from qtasks.testing import running_worker
 
 from tests.postgres.conftest import with_prefix as postgres_prefix
@@ -342,6 +343,30 @@ async def test_a_result_the_serializer_refuses_ends_as_an_error_even_a_float(app
             record = await parse.add_task(text, timeout=5)
             assert record.status == "error" and "cannot be stored" in record.traceback
         assert (await parse.add_task("1.5", timeout=5)).returning == 1.5
+
+
+async def test_a_task_id_holding_a_newline_runs_and_its_waiters_are_woken(app: QueueTasks) -> None:
+    """A task id is the caller's to choose (``Message(id=...)``): one with a newline in it runs
+    (it is not taken apart on the wire), and a waiter in another app on the same backend is woken
+    when it ends, not at its timeout."""
+
+    @app.task
+    async def echo(x: int) -> int:
+        return x
+
+    message = Message(name="echo", args=[7], id=f"job\\n{time.time()}\nline two")
+    async with QueueTasks(broker=app._wanted["broker"], storage=app._wanted["storage"]) as other:
+        if app._wanted["broker"] == "memory":
+            other = app  # memory: one process's instances share nothing
+        waiting = asyncio.ensure_future(other.wait(message.id, 20))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        async with running_worker(app):
+            await app.submit(message)
+            mine = await app.wait(message.id, 20)
+            record = await waiting
+        assert (mine.returning, record.returning) == (7, 7)
+        assert time.monotonic() - started < 10, "woken when it ended, not at the timeout"
 
 
 async def test_records_expire_after_the_configured_retention(app: QueueTasks) -> None:

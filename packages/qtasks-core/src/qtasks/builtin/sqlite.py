@@ -280,9 +280,9 @@ class SqliteStorage:
         return written
 
     def _notify_done(self) -> None:
-        """Tell the waiters of other processes which records became final (once per loop turn)."""
+        """Tell other processes' waiters which records became final, once per loop turn (b"": all look)."""
         done, self._done = self._done, []
-        self._wake.notify("done", "\n".join(done).encode() if len(done) < 500 else b"")
+        self._wake.notify("done", "\n".join(done).encode() if len(done) < 500 and "\n" not in "".join(done) else b"")
 
     async def get(self, task_id: str) -> Record | None:
         sql = "SELECT data FROM qtasks_records WHERE id = ? AND expires_at > ?"

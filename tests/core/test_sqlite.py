@@ -175,3 +175,97 @@ async def test_rows_that_wait_sort_after_every_ready_row_until_a_claim_finds_the
                     row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.format('?')}", ("default", time.time()))
                 ]
                 assert any("qtasks_queue_waiting" in step for step in plan), plan
+
+
+async def test_wake_ups_fall_back_to_polling_when_a_socket_path_would_be_too_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Unix socket path holds about 104 bytes; a deep temp dir (macOS's $TMPDIR is ~50
+    characters) could push a wake-up socket past that. Binding then fails, and the backend polls
+    instead of failing every fetch and wait."""
+    import tempfile
+
+    deep = tmp_path / ("t" * 90)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    async with QueueTasks(broker=url, storage=url) as app:
+        await app.broker.publish(Envelope("m1", "default", b"x"))
+        assert [d.body for d in await app.broker.fetch(["default"], 1, 30.0, 1.0)] == [b"x"]
+        await app.storage.save(Record(id="r1", name="t", status=Status.SUCCESS), 60)
+        assert (await app.storage.wait("r1", 1.0)).status == Status.SUCCESS  # type: ignore[union-attr]
+
+
+async def test_a_waiter_looks_again_each_second_so_a_wake_up_lost_to_a_full_socket_costs_a_second(
+    tmp_path: Path,
+) -> None:
+    """A socket queues a few datagrams (net.unix.max_dgram_qlen, 10 by default) and a full one
+    drops the rest: a waiter whose loop was busy while other processes finished many tasks may
+    miss the datagram naming its own. It looks at its record again within a second anyway."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+
+    async def finish_many() -> None:  # another process, as far as wake-ups go
+        async with QueueTasks(broker="memory", storage=url) as other:
+            for task_id in [f"other-{i}" for i in range(15)] + ["mine"]:  # a datagram each
+                await other.storage.save(Record(id=task_id, name="t", status=Status.SUCCESS), 60)
+                await asyncio.sleep(0.01)
+
+    async with QueueTasks(broker="memory", storage=url) as app:
+        waiter = asyncio.ensure_future(app.storage.wait("mine", 20.0))
+        await asyncio.sleep(0.3)  # listening, and waiting
+        writer = threading.Thread(target=asyncio.run, args=(finish_many(),))
+        writer.start()
+        writer.join(15)  # meanwhile this loop is busy: its socket fills up
+        freed = time.monotonic()
+        record = await waiter
+        assert record is not None and record.status == Status.SUCCESS
+        assert time.monotonic() - freed < 1.5, "looked again within a second, not at the timeout"
+
+
+async def test_one_write_that_raises_does_not_fail_the_others_of_its_group_commit(tmp_path: Path) -> None:
+    """Writes of one loop turn share a transaction; one that raises (here an OverflowError, not a
+    sqlite3 error) is retried alone and fails alone."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    async with QueueTasks(broker=url, storage="memory") as app:
+        broker = app.broker
+        bad = broker._db.write(lambda conn: conn.execute("SELECT ?", (2**70,)))
+        results = await asyncio.gather(
+            broker.publish(Envelope("a", "default", b"a")),
+            bad,
+            broker.publish(Envelope("b", "default", b"b")),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], OverflowError) and results[0] is None and results[2] is None
+        assert await broker.depth("default") == 2
+        assert await broker.purge_dead(["99999999999999999999", "\u0661"]) == 0  # not ids: no write at all
+
+
+async def test_a_file_locked_past_the_busy_timeout_is_an_outage_not_a_bad_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer holding the file (a backup, a long transaction) past the 30 s busy timeout
+    is an outage: a TimeoutError, an OSError, which the worker retries as it does a lost server.
+    It used to be the sqlite3 error, which the worker takes for a record that can never be
+    stored (an error record and a dead letter for a task that had succeeded). The 30 s pass 20
+    times faster here."""
+    import types
+
+    import qtasks.builtin.sqlite_db as sqlite_db
+
+    real = time.monotonic
+    monkeypatch.setattr(sqlite_db, "time", types.SimpleNamespace(monotonic=lambda: real() * 20, sleep=time.sleep))
+    path = tmp_path / "q.db"
+    async with QueueTasks(broker=f"sqlite:///{path}", storage="memory") as app:
+        await app.broker.publish(Envelope("before", "default", b"x"))
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(TimeoutError, match="locked"):
+                await app.broker.publish(Envelope("during", "default", b"x"))
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        await app.broker.publish(Envelope("after", "default", b"x"))
+        assert await app.broker.depth("default") == 2

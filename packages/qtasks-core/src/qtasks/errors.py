@@ -80,9 +80,6 @@ class UnknownTaskError(QtasksError, LookupError):
         hint = f" Did you mean {close[0]!r}?" if close else ""
         super().__init__(f"unknown task {name!r}.{hint} Known tasks: {', '.join(self.known)}")
 
-    def __str__(self) -> str:
-        return str(self.args[0])
-
 
 class MalformedMessage(QtasksError, ValueError):
     """Bytes from the broker that are not a valid qtasks message."""

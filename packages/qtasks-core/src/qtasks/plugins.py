@@ -118,23 +118,20 @@ def _trace(pm: pluggy.PluginManager) -> None:
 
 def describe(plugins: Plugins) -> list[dict[str, Any]]:
     """One row per plugin: name, origin, hooks, components; then one row per failure."""
-    rows: list[dict[str, Any]] = []
-    registry = plugins.registry
-    for name, plugin in plugins.pm.list_name_plugin():
-        callers = plugins.pm.get_hookcallers(plugin) or []
-        rows.append(
-            {
-                "name": name,
-                "origin": plugins.origins.get(name, "?"),
-                "module": getattr(plugin, "__name__", type(plugin).__name__),
-                "hooks": sorted(c.name for c in callers),
-                "components": sorted(
-                    f"{e.slot}:{e.name}" + "".join(f" {s}://" for s in e.schemes)
-                    for e in registry.entries.values()
-                    if e.provider == name
-                ),
-            }
-        )
+    rows: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "origin": plugins.origins.get(name, "?"),
+            "module": getattr(plugin, "__name__", type(plugin).__name__),
+            "hooks": sorted(c.name for c in plugins.pm.get_hookcallers(plugin) or []),
+            "components": sorted(
+                f"{e.slot}:{e.name}" + "".join(f" {s}://" for s in e.schemes)
+                for e in plugins.registry.entries.values()
+                if e.provider == name
+            ),
+        }
+        for name, plugin in plugins.pm.list_name_plugin()
+    ]
     rows.extend({"name": f.name, "origin": f"{f.distribution} {f.version}", "error": str(f)} for f in plugins.failures)
     return rows
 

@@ -65,8 +65,7 @@ class Worker:
         self._calling = 0  # deliveries not yet past their call: what `concurrency` limits
         self._stopping = False
         self._fetcher: asyncio.Future[None] | None = None
-        self._slot = asyncio.Event()
-        self._hurry = asyncio.Event()
+        self._slot, self._hurry = asyncio.Event(), asyncio.Event()
         self.ready = asyncio.Event()  #: set once the worker has started and is about to fetch
 
     # ------------------------------------------------------------------ life

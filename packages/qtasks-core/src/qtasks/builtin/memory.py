@@ -90,8 +90,7 @@ class MemoryBroker:
     capabilities = frozenset({PRIORITY, DELAY, LEASE, DEAD_LETTER})
 
     def __init__(self, dead_letter_ttl: float = 7 * 86400.0) -> None:
-        self._seq = itertools.count()
-        self._tokens = itertools.count(1)
+        self._seq, self._tokens = itertools.count(), itertools.count(1)
         self._items: dict[int, _Item] = {}
         self._ready: dict[str, list[tuple[int, int, int]]] = {}  # queue -> (priority, seq, version)
         self._timed: list[tuple[float, int, int]] = []  # (visible_at, seq, version)

@@ -235,7 +235,7 @@ class SqliteBroker:
         return [DeadLetter(str(seq), q, body, reason, died) for seq, q, body, reason, died in rows]
 
     async def purge_dead(self, ids: Sequence[str] | None = None) -> int:
-        keys = None if ids is None else [(int(i),) for i in ids if i.isdigit()]
+        keys = None if ids is None else [(int(i),) for i in ids if i.isascii() and i.isdigit() and len(i) < 19]
         sql = "DELETE FROM qtasks_dead" + ("" if keys is None else " WHERE seq = ?")
         cur = await self._db.write(lambda c: c.execute(sql) if keys is None else c.executemany(sql, keys))
         return int(cur.rowcount)
@@ -252,8 +252,7 @@ class SqliteStorage:
             broker.storage = self
         self._wake, self._serializer = Wakeup(path), serializer
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._listening = False
-        self._swept = 0.0
+        self._listening, self._swept = False, 0.0
         self._done: list[str] = []
 
     async def start(self) -> None:
@@ -310,8 +309,9 @@ class SqliteStorage:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
+                # listening, look again each second anyway: a wake-up sent while our socket was full is lost
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(fut, left if self._listening else min(left, 0.05))
+                    await asyncio.wait_for(fut, min(left, 1.0 if self._listening else 0.05))
             finally:
                 if fut in waiters:
                     waiters.remove(fut)

@@ -55,7 +55,9 @@ class Database:
 
         try:
             return await self.run(lambda conn: transaction(conn, work))
-        except sqlite3.Error:  # one bad write must not fail the others: retry them one by one
+        except OSError:
+            raise  # the file stayed locked (see transaction): an outage, for every write alike
+        except Exception:  # one bad write must not fail the others: retry them one by one
             return [await self.run(_alone, fn, args) for fn, args in items]
 
     async def close(self) -> None:
@@ -73,13 +75,14 @@ class _Failed:
 def _alone(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     try:
         return transaction(conn, lambda c: fn(c, *args))
-    except sqlite3.Error as exc:
+    except Exception as exc:
         return _Failed(exc)
 
 
 def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: bool = True) -> T:
     """Run ``work`` in a write transaction, waiting for another process's write lock by spinning
-    briefly (50 µs, growing to 2 ms) rather than SQLite's millisecond sleeps; up to 30 s."""
+    briefly (50 µs, growing to 2 ms) rather than SQLite's millisecond sleeps; up to 30 s, then a
+    ``TimeoutError``: an outage (an ``OSError``), which the worker retries, not a bad write."""
     pause, deadline = 50e-6, time.monotonic() + 30
     while True:
         try:
@@ -88,8 +91,10 @@ def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T
             conn.execute("BEGIN IMMEDIATE")
             break
         except sqlite3.OperationalError as exc:
-            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+            if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"SQLite file locked by another writer for 30 s: {exc}") from exc
             time.sleep(pause)
             pause = min(pause * 2, 0.002)
     try:

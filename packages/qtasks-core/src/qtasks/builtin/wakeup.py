@@ -28,7 +28,7 @@ class Wakeup:
     def __init__(self, path: str) -> None:
         digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
         self.dir = os.path.join(tempfile.gettempdir(), f"qtasks-{os.getuid() if hasattr(os, 'getuid') else 0}-{digest}")
-        self._token = uuid.uuid4().hex[:12]
+        self._token = uuid.uuid4().hex[:12]  # this instance's sockets end with it (one per channel)
         self._sender: socket.socket | None = None
         self._listeners: list[tuple[socket.socket, str]] = []
 
@@ -58,13 +58,17 @@ class Wakeup:
         """Call ``callback(payload)`` on the running loop for each wake-up; False if unsupported."""
         if not hasattr(socket, "AF_UNIX"):
             return False
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        if not self._private():
-            get_logger("qtasks.wakeup").warning("wakeup.not_private", dir=self.dir, fallback="polling")
-            return False
-        path = os.path.join(self.dir, f"{channel}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{self._token}")
+        path = os.path.join(self.dir, f"{channel}.{self._token}")  # short: a socket path has ~104 bytes
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(path)
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            if not self._private():
+                raise PermissionError(f"{self.dir} is not this user's alone")
+            sock.bind(path)  # fails on a path too long for a socket (a deep temp dir)
+        except OSError as exc:
+            sock.close()
+            get_logger("qtasks.wakeup").warning("wakeup.unavailable", error=str(exc), fallback="polling")
+            return False
         sock.setblocking(False)
 
         def readable() -> None:

@@ -64,8 +64,7 @@ def in_memory_worker(app: Any, **options: Any) -> Iterator[Worker]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
-        core._wanted.clear()
-        core._wanted.update(saved)
+        core._wanted = saved
         core._loop = core._starting = None
 
 

@@ -41,6 +41,7 @@ async def test_send_span_context_is_what_the_message_headers_carry(sdk: Sdk) -> 
     (send,) = sdk.spans("send emails")
     assert send.kind is SpanKind.PRODUCER
     assert headers.seen[record.id]["traceparent"] == traceparent_of(send)
+    assert not send.links, "its own context is the creation context: nothing to link to"
     assert dict(send.attributes or {}) == {
         "messaging.system": "memory",
         "messaging.destination.name": "emails",
@@ -154,6 +155,7 @@ async def test_retries_chain_each_attempt_under_the_send_of_the_one_before(sdk: 
     assert (record.status, record.returning) == ("success", 3)
     sends, processes = sdk.by_task(record.id, "send default"), sdk.by_task(record.id, "process default")
     assert [s.attributes["qtasks.task.attempt"] for s in sends] == [1, 2, 3]  # type: ignore[index]
+    assert [s.kind for s in sends] == [SpanKind.PRODUCER] * 3, "each send injects its own context"
     assert [p.attributes["qtasks.task.outcome"] for p in processes] == ["retry", "retry", "success"]  # type: ignore[index]
     assert [p.status.status_code for p in processes] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
     assert len({s.context.trace_id for s in [*sends, *processes]}) == 1  # type: ignore[union-attr]
@@ -178,6 +180,76 @@ async def test_a_creation_context_set_by_another_plugin_is_not_overwritten(sdk: 
     assert headers.seen[record.id]["traceparent"] == theirs
     (process,) = sdk.spans("process default")
     assert process.parent is not None and f"{process.parent.span_id:016x}" == "b7ad6b7169203331"
+
+
+async def test_a_message_submitted_with_its_own_creation_context_is_sent_by_a_client_span_linked_to_it(
+    sdk: Sdk,
+) -> None:
+    """The send span's context is not the creation context, so it is CLIENT, not PRODUCER, and
+    links to the creation context the message carries (semconv 1.44 messaging spans, "Span kind"
+    and "Producer spans")."""
+    theirs = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = HeaderRecorder()
+    app = make_app(sdk, headers)
+
+    @app.task
+    async def job() -> None: ...
+
+    async with running_worker(app):
+        record = await app.submit(Message("job", headers={"traceparent": theirs}))
+        await app.wait(record.id, 10)
+    assert headers.seen[record.id]["traceparent"] == theirs
+    (send,) = sdk.spans("send default")
+    assert send.kind is SpanKind.CLIENT
+    (link,) = send.links
+    assert (f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}") == (
+        "0af7651916cd43dd8448eb211c80319c",
+        "b7ad6b7169203331",
+    )
+    assert send.parent is None, "the send span keeps its own (here: no) parent; the link is the correlation"
+    (process,) = sdk.spans("process default")
+    assert process.parent is not None and f"{process.parent.span_id:016x}" == "b7ad6b7169203331"
+
+
+async def test_a_message_submitted_with_a_garbage_traceparent_is_sent_by_a_client_span_without_links(
+    sdk: Sdk,
+) -> None:
+    headers = HeaderRecorder()
+    app = make_app(sdk, headers)
+
+    @app.task
+    async def job() -> None: ...
+
+    async with running_worker(app):
+        record = await app.submit(Message("job", headers={"traceparent": "00-not-a-trace-01"}))
+        await app.wait(record.id, 10)
+    assert headers.seen[record.id]["traceparent"] == "00-not-a-trace-01", "kept, not replaced"
+    (send,) = sdk.spans("send default")
+    assert send.kind is SpanKind.CLIENT
+    assert not send.links
+
+
+async def test_the_retry_of_a_message_with_its_own_creation_context_is_sent_by_a_producer_span(sdk: Sdk) -> None:
+    """A retry replaces the trace context fields with its own send span's, so that span is the
+    retry's creation context again: PRODUCER, and the retried attempt is its child."""
+    theirs = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = HeaderRecorder()
+    app = make_app(sdk, headers)
+
+    @app.task(retry=1, echo=True)
+    async def flaky(self: Any) -> None:
+        if self.ctx.attempt == 1:
+            raise qtasks.Retry(after=0)
+
+    async with running_worker(app):
+        record = await app.submit(Message("flaky", headers={"traceparent": theirs}))
+        assert (await app.wait(record.id, 10)).status == "success"
+    first, retry = sdk.by_task(record.id, "send default")
+    assert (first.kind, retry.kind) == (SpanKind.CLIENT, SpanKind.PRODUCER)
+    assert not retry.links
+    assert headers.seen[record.id]["traceparent"] == traceparent_of(retry)  # the last delivery's headers
+    _, second = sdk.by_task(record.id, "process default")
+    assert second.parent is not None and second.parent.span_id == retry.context.span_id
 
 
 async def test_a_task_unknown_to_the_worker_is_rejected_as_an_error(sdk: Sdk) -> None:

@@ -50,8 +50,9 @@ class AppInstrumentation:
 
     @hookimpl(tryfirst=True)
     def qtasks_publish_context(self, message: Message) -> AbstractContextManager[None]:
-        """Outermost publish context: the ``send {queue}`` PRODUCER span, current while the
-        other publish contexts, the header injection and the send itself run."""
+        """Outermost publish context: the ``send {queue}`` span (PRODUCER, or CLIENT for a
+        message that keeps its own creation context), current while the other publish contexts,
+        the header injection and the send itself run."""
         label = bounded_task_name(message.name, self.app.lookup(message.name) is not None)
         return send_span(self.telemetry, message, self.system, label, self.record_exception)
 

@@ -73,7 +73,12 @@ def test_unregistered_scheme_names_the_package_and_hides_the_password() -> None:
     message = str(err.value)
     assert "pip install qtasks-kafka" in message
     assert "s3cret" not in message and "kafka://user:***@localhost:9092" in message
-    for url in ("kafka://user@h:9092?password=s3cret", "kafka://h?a=1&PASSWORD=s3cret#x", "kafka://:s3cret@pw@h/"):
+    for url in (
+        "kafka://user@h:9092?password=s3cret",
+        "kafka://h?a=1&PASSWORD=s3cret#x",
+        "kafka://:s3cret@pw@h/",
+        "kafka://u:s3cret/x+y@h:9092",
+    ):
         with pytest.raises(UnknownComponentError) as err:
             started(QueueTasks(broker=url, storage="memory", autoload_plugins=False))
         assert "s3cret" not in str(err.value) and "***" in str(err.value)

@@ -47,7 +47,7 @@ class Entry:
 
 def mask_url(url: str) -> str:
     """The URL with any password (``user:pw@``, or ``?password=``) replaced by ``***``, safe to print."""
-    masked = re.sub(r"(//[^/@:]*:)[^/]*@", r"\1***@", url)  # to the last @: a password may hold one
+    masked = re.sub(r"(//[^/@:]*:)[^?#]*@", r"\1***@", url)  # to the last @: it may hold @ or /
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", masked, flags=re.IGNORECASE)
 
 

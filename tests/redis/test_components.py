@@ -244,6 +244,31 @@ async def test_a_cancelled_blocking_fetch_ends_at_once_and_loses_nothing(redis_a
         await delivery.ack()
 
 
+async def test_a_fetch_cancelled_while_its_claim_runs_gives_the_messages_back_as_never_delivered(
+    redis_app_url: str,
+) -> None:
+    """A worker stopped while its fetch was claiming: what the claim leased goes back ready, and
+    its delivery count with it (it was never handed out), so the next delivery is the first: count
+    1, and fresh (its record is not final), not a step towards max_deliveries."""
+    async with QueueTasks(broker=redis_app_url) as app:
+        early = asyncio.ensure_future(app.broker.fetch(["default"], 5, 60.0, 2.0))
+        await asyncio.sleep(0)
+        early.cancel()  # while its connection is being made: nothing to give back
+        with pytest.raises(asyncio.CancelledError):
+            await early
+        assert await app.broker.fetch(["default"], 5, 60.0, 0.05) == []  # connected now
+        await app.submit(Message(name="t", args=[]))
+        for _ in range(3):
+            fetch = asyncio.ensure_future(app.broker.fetch(["default"], 5, 60.0, 2.0))
+            await asyncio.sleep(0)  # the claim is on its way
+            fetch.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await fetch
+        (delivery,) = await app.broker.fetch(["default"], 5, 60.0, 2.0)
+        assert (delivery.count, delivery.fresh) == (1, True)
+        await delivery.ack()
+
+
 async def test_a_blocking_command_that_gets_no_reply_fails_as_an_outage(redis_app_url: str) -> None:
     """A blocking command is given its own timeout plus 10 s to answer (a peer that vanished
     without closing the socket); then it fails as an outage, naming the server."""

@@ -83,9 +83,11 @@ class RedisDelivery:
         args = (self._seq, self._token)
         return self._broker.client.script("ack", (self._keys.later, self._keys.msgs), args, _none)
 
-    def nack(self, delay: float = 0.0, body: bytes | None = None) -> asyncio.Future[None]:
+    def nack(self, delay: float = 0.0, body: bytes | None = None, unclaim: bool = False) -> asyncio.Future[None]:
+        """Delivery.nack; ``unclaim``: it was never handed out (a cancelled fetch's claim), so its
+        delivery count goes back down as well."""
         k = self._keys
-        args = (self._seq, self._token, ms(delay), "0" if body is None else "1", body or b"")
+        args = (self._seq, self._token, ms(delay), "0" if body is None else "1", body or b"", "1" if unclaim else "0")
         return self._broker.client.script("nack", (k.ready, k.later, k.msgs, k.wake), args, _none)
 
     def extend(self, lease: float) -> asyncio.Future[bool]:
@@ -155,8 +157,8 @@ class RedisBroker:
         first = True
 
         async def give_back(replies: list[Any]) -> None:
-            if isinstance(replies[-1], list):
-                await asyncio.gather(*(d.nack() for d in self._deliveries(queue_keys, token, replies[-1])))
+            if replies and isinstance(replies[-1], list):  # none: cancelled while connecting
+                await asyncio.gather(*(d.nack(unclaim=True) for d in self._deliveries(queue_keys, token, replies[-1])))
 
         while True:
             now = loop.time()

@@ -269,3 +269,20 @@ async def test_a_file_locked_past_the_busy_timeout_is_an_outage_not_a_bad_write(
             holder.close()
         await app.broker.publish(Envelope("after", "default", b"x"))
         assert await app.broker.depth("default") == 2
+
+
+async def test_a_fetch_cancelled_while_its_claim_runs_gives_the_rows_back_as_never_delivered(sqlite_url: str) -> None:
+    """A worker stopped while its fetch was claiming: the rows the claim leased go back ready,
+    and their delivery count with them (they were never handed out), so the next delivery is
+    the first: count 1, fresh, not a step towards max_deliveries."""
+    async with QueueTasks(broker=sqlite_url) as app:
+        await app.submit(Message(name="t", args=[]))
+        for _ in range(3):
+            fetch = asyncio.ensure_future(app.broker.fetch(["default"], 5, 60.0, 1.0))
+            await asyncio.sleep(0)  # its claim is running in the database thread
+            fetch.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await fetch
+        (delivery,) = await app.broker.fetch(["default"], 5, 60.0, 1.0)
+        assert (delivery.count, delivery.fresh) == (1, True)
+        await delivery.ack()

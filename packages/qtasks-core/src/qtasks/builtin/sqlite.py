@@ -56,9 +56,9 @@ READY = "SELECT count(*) FROM (SELECT 1 FROM qtasks_queue WHERE queue IN ({queue
 BACKLOG = 1000  # ready rows (counted by READY) from which a claim walks the priority index
 ACK = "DELETE FROM qtasks_queue WHERE seq = ? AND token = ?"
 FINAL_OF = f"SELECT id FROM qtasks_records WHERE status IN {_FINAL} AND id IN ({{ids}})"
-NACK = (  # a nack with a delay adds LATER (a leased row has its own priority: see DUE)
-    "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body), priority = priority + ? "
-    "WHERE seq = ? AND token = ?"
+NACK = (  # a nack with a delay adds LATER (a leased row has its own priority: see DUE); count - 1:
+    "UPDATE qtasks_queue SET visible_at = ?, token = NULL, body = coalesce(?, body), priority = priority + ?, "
+    "count = count - ? WHERE seq = ? AND token = ?"  # never handed out (a cancelled fetch's claim)
 )
 # Rows that waited and are due now (found by the partial index): whether there are any, and
 # giving them their own priority back.
@@ -104,8 +104,8 @@ class SqliteDelivery:
     async def ack(self) -> None:
         await self._broker._db.write(_execute, ACK, (self._seq, self._token))
 
-    async def nack(self, delay: float = 0.0, body: bytes | None = None) -> None:
-        args = (time.time() + delay, body, LATER if delay > 0 else 0, self._seq, self._token)
+    async def nack(self, delay: float = 0.0, body: bytes | None = None, unclaim: bool = False) -> None:
+        args = (time.time() + delay, body, LATER if delay > 0 else 0, int(unclaim), self._seq, self._token)
         await self._broker._db.write(_execute, NACK, args)
         self._broker._notify()
 
@@ -203,7 +203,7 @@ class SqliteBroker:
                 found, next_at = await asyncio.shield(job)
             except asyncio.CancelledError:
                 found, _ = await job  # leased already: hand them straight back
-                await asyncio.gather(*(delivery.nack() for delivery in found))
+                await asyncio.gather(*(delivery.nack(unclaim=True) for delivery in found))  # never handed out
                 raise
             if found:
                 return found

@@ -11,6 +11,7 @@ from qtasks.builtin.memory import MemoryBroker, MemoryStorage
 from qtasks.builtin.sqlite import SqliteBroker, SqliteStorage
 from qtasks.config import Config
 from qtasks.errors import ConfigError, UnknownComponentError
+from qtasks.registry import mask_url
 
 
 def started(app: QueueTasks) -> QueueTasks:
@@ -63,6 +64,27 @@ def test_env_values_are_cast_and_checked() -> None:
         Config.from_env({"QTASKS_CONCURRENCY": "many"})
     with pytest.raises(ConfigError, match="unknown setting"):
         QueueTasks(concurency=3)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://h:6379/0", "redis://h:6379/0"),
+        ("unix:///tmp/redis.sock?db=0", "unix:///tmp/redis.sock?db=0"),
+        ("kafka://h1:9092,h2:9092", "kafka://h1:9092,h2:9092"),
+        ("redis://h:6379/0?next=u@x", "redis://h:6379/0?next=u@x"),
+        ("rediss://user:pw@host:6380/0?ssl_cert_reqs=none", "rediss://user:***@host:6380/0?ssl_cert_reqs=none"),
+        ("postgresql://u:p@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
+        ("redis://:s3@cr/et@h:6379/0", "redis://:***@h:6379/0"),  # an @ or a / in the password
+        ("redis://:pa#ss@h:6379/0", "redis://:***@h:6379/0"),  # a # or a ? in it
+        ("redis://user:pa?ss@h:6379/0", "redis://user:***@h:6379/0"),
+        ("redis://u:p@h/0?x=a@b", "redis://u:***@h/0?x=a@b"),
+        ("postgresql://u@h/db?sslpassword=s3&x=1", "postgresql://u@h/db?sslpassword=***&x=1"),
+        ("rediss://h/0?ssl_password=s3", "rediss://h/0?ssl_password=***"),
+    ],
+)
+def test_mask_url_hides_every_password_and_leaves_the_rest(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
 
 
 def test_unregistered_scheme_names_the_package_and_hides_the_password() -> None:

@@ -95,6 +95,36 @@ def test_a_shared_task_schedule_is_on_every_app_whenever_it_was_made() -> None:
         shared_tasks_router().tasks.pop("shared_tick_for_test")
 
 
+def test_an_app_task_or_router_may_take_the_name_of_a_shared_task_made_before_the_app() -> None:
+    """The app's own task of that name is the one its workers run, as lookup() prefers it."""
+    from qtasks import shared_task
+    from qtasks.asyncio import AsyncRouter
+    from qtasks.tasks import shared_tasks_router
+
+    @shared_task(name="shared_send_for_test")
+    async def library_send() -> str:
+        return "library"
+
+    try:
+        app = QueueTasks(broker="memory", storage="memory")
+
+        @app.task(name="shared_send_for_test")
+        async def own_send() -> str:
+            return "app"
+
+        assert app.lookup("shared_send_for_test").func is own_send.func  # type: ignore[union-attr]
+        other, router = QueueTasks(broker="memory", storage="memory"), AsyncRouter()
+
+        @router.task(name="shared_send_for_test")
+        async def routed_send() -> str:
+            return "router"
+
+        other.include_router(router)
+        assert other.lookup("shared_send_for_test").func is routed_send.func  # type: ignore[union-attr]
+    finally:
+        shared_tasks_router().tasks.pop("shared_send_for_test")
+
+
 async def test_decorator_and_app_schedules_run_as_ordinary_tasks() -> None:
     app = QueueTasks(broker="memory", storage="memory")
     runs: list[str] = []

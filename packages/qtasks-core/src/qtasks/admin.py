@@ -44,6 +44,7 @@ class Admin:
     if TYPE_CHECKING:  # provided by the app
         broker: Any
         storage: Any
+        serializer: Any
         config: Config
 
         def decode(self, body: bytes) -> Message: ...

@@ -69,9 +69,7 @@ class QueueTasks(Admin):
         self.routers: list[Router] = []
         self.schedules: list[Any] = []  # qtasks.schedule.Schedule
         self.stash: dict[Any, Any] = {}
-        self.broker: Any = None
-        self.storage: Any = None
-        self.serializer: Any = None
+        self.broker = self.storage = self.serializer = None
         self._extra_plugins = list(plugins)
         self._plugins: Plugins | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,9 +94,10 @@ class QueueTasks(Admin):
         return self
 
     def _register(self, spec: TaskSpec) -> None:
-        if spec.name in self.tasks and self.tasks[spec.name].func is not spec.func:
+        old = self.tasks.get(spec.name)  # a shared task of that name gives way (lookup() prefers the app's)
+        if old is not None and old.func is not spec.func and old is not shared_tasks_router().tasks.get(spec.name):
             raise ValueError(f"task {spec.name!r} is already registered on app {self.name!r}")
-        if spec.name not in self.tasks and ("every" in spec.extra or "cron" in spec.extra):
+        if old is None and ("every" in spec.extra or "cron" in spec.extra):
             self.schedule(spec.name, every=spec.extra.get("every"), cron=spec.extra.get("cron"))
         self.tasks[spec.name] = spec
 

@@ -46,9 +46,9 @@ class Entry:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password (``user:pw@``, or ``?password=``) replaced by ``***``, safe to print."""
-    masked = re.sub(r"(//[^/@:]*:)[^?#]*@", r"\1***@", url)  # to the last @: it may hold @ or /
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", masked, flags=re.IGNORECASE)
+    """The URL with any password (``user:pw@``, ``?password=``, ``?sslpassword=``) as ``***``, safe to print."""
+    masked = re.sub(r"(//[^/@:]*:)(?:[^?#]*|[^/]*)@", r"\1***@", url)  # to an @ past any @ / ? # it holds
+    return re.sub(r"([?&](?:ssl_?)?password=)[^&#]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
 @dataclass

@@ -8,10 +8,10 @@ Per queue ``Q``:
   messages, delayed retries, and leased messages (score = lease deadline).
 * ``<p>:q:Q:msgs`` -- hash: ``seq`` -> body, ``seq:p`` -> priority (when not 0),
   ``seq:n`` -> deliveries so far, ``seq:t`` -> token of the current lease, ``seq:i`` -> task id.
-* ``<p>:q:Q:posted`` -- list of messages published with priority 0 and no eta, as
-  ``"<task id>\n<body>"`` (the id through :func:`escape_id`), not yet given a seq: a publish is
-  then three plain commands, not a script, and the next claim moves them to ``ready`` in publish
-  order.
+* ``<p>:q:Q:posted`` -- list of messages published with priority 0 and no eta (or one that has
+  passed), as ``"<task id>\n<body>"`` (the id through :func:`escape_id`), not yet given a seq: a
+  publish is then three plain commands, not a script, and the next claim moves them to
+  ``ready`` in publish order.
 * ``<p>:q:Q:in`` -- list where a message body may be pushed by hand (``RPUSH``); the next fetch
   turns it into a message of priority 0.
 * ``<p>:q:Q:wake`` -- list holding at most one token; blocked fetches wait on it.

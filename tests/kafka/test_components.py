@@ -22,7 +22,7 @@ from qtasks.testing import running_worker
 from qtasks_kafka import KafkaBroker
 from qtasks_kafka.target import parse
 
-from tests.kafka.conftest import with_params, with_prefix
+from tests.kafka.conftest import eventually, with_params, with_prefix
 
 pytestmark = pytest.mark.kafka
 
@@ -48,6 +48,12 @@ async def committed(url: str, queue: str) -> int:
         return int((await admin.list_consumer_group_offsets(target.group_id(queue), partitions=[tp]))[tp].offset)
     finally:
         await admin.close()
+
+
+async def eventually_started(broker: KafkaBroker, queue: str) -> Any:
+    """The queue's consumer, once a fetch has started it."""
+    await eventually(lambda: queue in broker._consumers and broker._consumers[queue].done(), what="consumer started")
+    return broker._consumers[queue].result()
 
 
 async def test_a_kafka_url_selects_the_broker(kafka_app_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,7 +144,7 @@ async def test_out_of_order_acks_commit_only_the_settled_prefix(kafka_url: str) 
         await third.ack()
         await second.ack()
         assert await committed(url, "q") in (-1, 0), "nothing before the first unsettled record"
-        assert await app.broker.depth("q") == 3
+        assert await app.broker.depth("q") == 1  # the first: the two acked behind it are settled
         await first.ack()
         assert await committed(url, "q") == 3
         assert await app.broker.depth("q") == 0
@@ -165,6 +171,136 @@ async def test_a_long_delay_is_requeued_and_does_not_hold_back_commits(kafka_url
         await late.ack()
         assert await app.broker.depth("q") == 0
         assert await app.broker.fetch(["q"], 5, 30.0, 0.5) == []
+
+
+async def test_a_held_record_taken_while_another_is_requeued_is_not_requeued_under_its_holder(kafka_url: str) -> None:
+    """The pump writes held records again one by one; a record that falls due during one of
+    those writes and is handed out must not be written again and settled under its holder (it
+    would run twice, and the holder's extend, nack and dead_letter would do nothing)."""
+    broker = KafkaBroker(parse(with_params(with_prefix(kafka_url), partitions="1", hold_ms="100")))
+    await broker.start()
+    try:
+        sent = time.time()
+        await broker.publish(Envelope("far", "q", b"far", eta=sent + 600))
+        await broker.publish(Envelope("soon", "q", b"soon", eta=sent + 5))  # read in one batch with "far"
+        consumer = await broker._consumer("q")
+        assert consumer is not None
+        real, written, done, taken = consumer.requeue, [], [], asyncio.Event()
+
+        async def requeue(slot: Any, value: bytes, eta: float | None, count: int | None = None) -> None:
+            written.append(value)
+            if value == b"far":  # this write lasts until "soon" has fallen due and been handed out
+                await asyncio.wait_for(taken.wait(), 60)
+            await real(slot, value, eta, count)
+            done.append(value)
+
+        consumer.requeue = requeue  # the real write, only slower (patched before any record is read)
+        (soon,) = await broker.fetch(["q"], 5, 30.0, 30.0)
+        assert soon.body == b"soon"
+        taken.set()
+        await eventually(lambda: done, what="the copy of the held record written")
+        await asyncio.sleep(0.5)  # time for a write of "soon", if one were made (the copies of "far"
+        # are held and written again every 100 ms meanwhile)
+        assert b"soon" not in written, "the record handed out was written again"
+        assert await soon.extend(30.0), "its holder lost it"
+        await soon.ack()
+        assert await broker.fetch(["q"], 5, 30.0, 1.0) == []  # "soon" once; the copies of "far" not due
+    finally:
+        await broker.stop()
+
+
+async def test_a_held_record_that_falls_due_while_its_copy_is_written_is_handed_out_once(kafka_url: str) -> None:
+    """While the copy of a held record is written it is not handed out, even once due: the
+    write settles it, which would fence its holder and run the record twice (it and its copy)."""
+    broker = KafkaBroker(parse(with_params(with_prefix(kafka_url), partitions="1", hold_ms="100")))
+    await broker.start()
+    try:
+        assert await broker.fetch(["q"], 5, 30.0, 0.5) == []  # joined: a record is read as soon as written
+        consumer = await broker._consumer("q")
+        assert consumer is not None
+        real, written = consumer.requeue, []
+        sent = time.time()
+
+        async def requeue(slot: Any, value: bytes, eta: float | None, count: int | None = None) -> None:
+            written.append(value)
+            await asyncio.sleep(max(0.0, sent + 3.5 - time.time()))  # lasts until the record is due
+            await real(slot, value, eta, count)
+
+        consumer.requeue = requeue  # the real write, only slower
+        await broker.publish(Envelope("soon", "q", b"soon", eta=sent + 2))
+        (first,) = await broker.fetch(["q"], 5, 30.0, 30.0)
+        assert first.body == b"soon" and time.time() >= sent + 1.95
+        assert await broker.fetch(["q"], 5, 30.0, 2.0) == [], "handed out twice"
+        assert await first.extend(30.0), "its holder lost it"
+        assert len(written) <= 1
+        await first.ack()
+    finally:
+        await broker.stop()
+
+
+async def test_depth_and_purge_leave_out_records_acked_behind_a_delayed_or_leased_one(kafka_url: str) -> None:
+    url = with_params(with_prefix(kafka_url), partitions="1")
+    broker, elsewhere = KafkaBroker(parse(url)), KafkaBroker(parse(url))
+    await broker.start()
+    await elsewhere.start()
+    try:
+        await broker.publish(Envelope("later", "q", b"later", eta=time.time() + 60))
+        for i in range(9):
+            await broker.publish(Envelope(f"m{i}", "q", b"%d" % i))
+        got: list[Any] = []
+        while len(got) < 9:
+            got += await broker.fetch(["q"], 9 - len(got), 30.0, 10.0)
+        assert [d.body for d in got] == [b"%d" % i for i in range(9)]
+        for d in got[1:]:
+            await d.ack()
+        # the delayed one and the leased one: the acked ones behind them are not committed yet
+        assert await broker.depth("q") == 2
+        # a process without this queue's partitions cannot know what is settled: an upper bound
+        assert await elsewhere.depth("q") == 10
+        assert await broker.purge("q") == 2
+    finally:
+        await elsewhere.stop()
+        await broker.stop()
+
+
+async def test_a_foreign_record_on_the_control_topic_is_skipped_even_with_a_huge_number(kafka_app_url: str) -> None:
+    target = parse(kafka_app_url)
+    first = KafkaBroker(target)
+    await first.start()  # creates the control topic
+    await first.stop()
+    async with raw_producer(kafka_app_url) as producer:
+        await producer.send_and_wait(target.control_topic, b'{"0": 1e400}', key=f"purge:{target.topic('q')}".encode())
+        await producer.send_and_wait(target.control_topic, b'{"o": 1e400, "n": 1}', key=b"handout:g:0")
+    broker = KafkaBroker(target)
+    await broker.start()  # read the control topic whole, skipping what is not ours
+    try:
+        assert broker.control.below(target.topic("q"), 0) == 0
+        await broker.publish(Envelope("a", "q", b"a"))
+        (a,) = await broker.fetch(["q"], 1, 30.0, 10.0)
+        await a.ack()
+    finally:
+        await broker.stop()
+
+
+async def test_stop_wakes_a_waiting_fetch_at_once(kafka_url: str) -> None:
+    broker = KafkaBroker(parse(with_params(with_prefix(kafka_url), partitions="1")))
+    await broker.start()
+    fetching = asyncio.ensure_future(broker.fetch(["q"], 1, 30.0, 600.0))
+    starting = await eventually_started(broker, "q")
+    await eventually(lambda: not starting.joining, what="the consumer joined")
+    await broker.stop()
+    assert await asyncio.wait_for(fetching, 10) == []
+
+
+async def test_a_fetch_whose_consumer_is_still_starting_when_the_broker_stops_returns_nothing(kafka_url: str) -> None:
+    broker = KafkaBroker(parse(with_params(with_prefix(kafka_url), partitions="1")))
+    await broker.start()
+    fetching = asyncio.ensure_future(broker.fetch(["q"], 1, 30.0, 600.0))
+    await asyncio.sleep(0)  # the fetch is starting the queue's consumer
+    assert "q" in broker._consumers and not broker._consumers["q"].done()
+    await broker.stop()
+    assert await asyncio.wait_for(fetching, 10) == []
+    assert await broker.fetch(["q"], 1, 30.0, 600.0) == []  # and so does any fetch after the stop
 
 
 async def test_a_purge_from_another_app_drops_what_a_consumer_already_read(kafka_app_url: str) -> None:

@@ -31,7 +31,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 
 from qtasks_kafka import headers as h
 from qtasks_kafka.delivery import KafkaDelivery
-from qtasks_kafka.partition import LEASED, READY, SETTLED, PartitionState, Slot
+from qtasks_kafka.partition import LEASED, READY, REQUEUING, SETTLED, PartitionState, Settled, Slot
 
 if TYPE_CHECKING:
     from qtasks_kafka.broker import KafkaBroker
@@ -220,20 +220,44 @@ class QueueConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _tend(self) -> None:
         """Re-queue held records still early after ``hold`` seconds (so one long delay never
         blocks a partition's commits for long), and drop purged ones."""
-        now, clock = time.time(), time.monotonic()
         changed = False
         for state in list(self.states.values()):
             if state.suspended:
                 continue
             below = self.control.below(self.topic, state.tp.partition)
             for slot in list(state.unsettled(READY)):
+                # each write below awaits: meanwhile a fetch may have taken a slot of this list
+                # (it fell due), so its state and the clocks are read afresh for every slot
+                if slot.state != READY:
+                    continue
                 if slot.offset < below:
                     slot.state, changed = SETTLED, True
-                elif slot.eta is not None and slot.eta > now and clock - slot.read_at >= self.hold:
-                    await self.requeue(slot, slot.value, slot.eta, count=slot.count)
-                    slot.state, changed = SETTLED, True
+                elif self._held_too_long(slot):
+                    changed = await self._requeue_held(slot) or changed
         if changed:
             await self.flush()
+
+    def _held_too_long(self, slot: Slot) -> bool:
+        """Still early, and held for ``hold`` seconds: to be written again at the tail."""
+        early = slot.eta is not None and slot.eta > time.time()
+        return early and time.monotonic() - slot.read_at >= self.hold
+
+    async def _requeue_held(self, slot: Slot) -> bool:
+        """Write a held record again at the tail and settle it; True if it was settled. While
+        the copy is written the slot is ``REQUEUING``, which ``take`` does not hand out (else
+        the record would run twice, and the copy's settling would fence its holder); a failed
+        write makes it ``READY`` again."""
+        slot.state = REQUEUING
+        try:
+            await self.requeue(slot, slot.value, slot.eta, count=slot.count)
+        except BaseException:
+            if slot.state == REQUEUING:
+                slot.state = READY
+            raise
+        if slot.state != REQUEUING:  # defensive: nothing else leaves REQUEUING today
+            return False
+        slot.state = SETTLED
+        return True
 
     def take(self, limit: int, lease: float, due_by: float | None = None) -> list[KafkaDelivery]:
         """Lease up to ``limit`` records due by ``due_by`` (default: now); a lapsed lease makes
@@ -270,6 +294,12 @@ class QueueConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         noted, self.handouts = self.handouts, []
         for state, slot in noted:
             await self.control.hand_out(self.group, state.tp.partition, slot.offset, slot.count)
+
+    def settled(self) -> dict[Any, Settled]:
+        """What is settled now on each owned partition: only the settled prefix is committed,
+        so records settled behind a delayed or leased one would count in a depth read from the
+        committed offsets."""
+        return {tp: state.settled() for tp, state in self.states.items() if not state.suspended}
 
     def next_due(self) -> float | None:
         """Seconds until a held record falls due or a lease lapses, if any."""

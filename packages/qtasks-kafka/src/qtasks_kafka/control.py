@@ -103,5 +103,5 @@ class ControlLog:
                     self._merge(name, {int(p): int(o) for p, o in value.items()})
                 elif kind == "handout":
                     self._handouts[name] = (int(value["o"]), int(value["n"]))
-            except (ValueError, AttributeError, TypeError, KeyError):
-                continue  # not a record of ours
+            except (ValueError, AttributeError, TypeError, KeyError, OverflowError):
+                continue  # not a record of ours (OverflowError: int() of an infinite float)

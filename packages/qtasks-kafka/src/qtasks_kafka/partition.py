@@ -1,10 +1,11 @@
 """What one consumer holds of one assigned partition: the records read and not yet committed.
 
 Records are kept in offset order as *slots*. A slot is ``READY`` (read, not handed out: due, or
-early and held), ``LEASED`` (handed to a worker, with a local deadline and a fencing token) or
-``SETTLED`` (acked, nacked or dead-lettered). The committable position is the offset of the first
-slot that is not settled: settling out of order commits only the contiguous settled prefix, so a
-crash redelivers exactly the unsettled records and those after them.
+early and held), ``LEASED`` (handed to a worker, with a local deadline and a fencing token),
+``REQUEUING`` (held too long: its copy is being written at the tail; not handed out meanwhile)
+or ``SETTLED`` (acked, nacked, dead-lettered, or re-queued). The committable position is the
+offset of the first slot that is not settled: settling out of order commits only the contiguous
+settled prefix, so a crash redelivers exactly the unsettled records and those after them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from qtasks_kafka import headers as h
 
-READY, LEASED, SETTLED = "ready", "leased", "settled"
+READY, LEASED, REQUEUING, SETTLED = "ready", "leased", "requeuing", "settled"
 _tokens = itertools.count(1)
 
 
@@ -47,6 +48,20 @@ class Slot:
         self.state, self.token, self.count = LEASED, next(_tokens), self.count + 1
         self.deadline = time.monotonic() + seconds
         return self.token
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The offsets of a partition settled here at one moment: every offset read below
+    ``position`` (the settled prefix, committed or about to be), and those in ``beyond``."""
+
+    position: int
+    beyond: tuple[int, ...]
+
+    def between(self, low: int, high: int) -> int:
+        """How many offsets from ``low`` (at least the committed offset) to ``high`` are settled."""
+        prefix = max(0, min(self.position, high) - low)
+        return prefix + sum(1 for offset in self.beyond if max(low, self.position) <= offset < high)
 
 
 class PartitionState:
@@ -84,6 +99,10 @@ class PartitionState:
     @property
     def dirty(self) -> bool:
         return self.position > self.committed and self.position >= 0
+
+    def settled(self) -> Settled:
+        position = self.position
+        return Settled(position, tuple(s.offset for s in self.unsettled(SETTLED)))
 
     def unsettled(self, state: str) -> Iterator[Slot]:
         return (s for s in self.slots if s.state == state)

@@ -36,6 +36,13 @@ TEXTS = ("prefix", "group", "security_protocol", "sasl_mechanism", "client_id")
 OPTIONS = (*NUMBERS, *TEXTS)
 PREFIX_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 TOPIC_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+#: the end of a mapped name: a queue name that ends like this is mapped too, so that it cannot
+#: equal the mapped form of another name
+DIGEST_END = re.compile(r"-[0-9a-f]{12}$")
+#: Kafka refuses longer topic names
+MAX_TOPIC = 249
+#: queue names longer than this are cut and get a digest (as since the first release)
+MAX_NAME = 200
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -53,15 +60,20 @@ class Target:
     client_id: str = "qtasks"
 
     def topic(self, queue: str) -> str:
-        """The topic of ``queue``: ``<prefix>.<queue>``; a queue name with characters Kafka does
-        not allow in topic names gets them replaced and a digest of the name appended."""
+        """The topic of ``queue``: ``<prefix>.<queue>``. A queue name with characters Kafka does
+        not allow in topic names, one too long for Kafka's 249 characters, or one ending like a
+        digest (``-`` and 12 hex digits) gets the characters replaced, is cut, and gets a digest
+        of the name appended: every mapped name ends in a digest and no name kept as it is does,
+        so two queues share a topic only if their digests collide."""
+        room = MAX_TOPIC - len(self.prefix) - 1  # the prefix is at most 100: room >= 148
         name = TOPIC_CHARS.sub("_", queue)
-        if name != queue or not queue or len(queue) > 200:
-            name = f"{name[:200]}-{hashlib.sha256(queue.encode()).hexdigest()[:12]}"
+        if name != queue or not queue or len(queue) > min(MAX_NAME, room) or DIGEST_END.search(queue):
+            name = f"{name[: min(MAX_NAME, room - 13)]}-{hashlib.sha256(queue.encode()).hexdigest()[:12]}"
         return f"{self.prefix}.{name}"
 
     def group_id(self, queue: str) -> str:
-        """The consumer group of ``queue``: one group per queue, shared by every worker."""
+        """The consumer group of ``queue``: one group per queue, shared by every worker. (Kafka
+        sets no limit on the length of a group id.)"""
         return f"{self.group}.{self.topic(queue).removeprefix(self.prefix + '.')}"
 
     @property
@@ -101,6 +113,12 @@ def parse(url: str | None) -> Target:
     userinfo, at, hosts = netloc.rpartition("@")
     if not at:
         userinfo, hosts = "", netloc
+        if "@" in query:  # a '?' in the credentials, which the masked URL may show: hide all
+            hidden = f"kafka://***@{query.rpartition('@')[2]}"
+            raise ConfigError(
+                f"bad Kafka URL {hidden!r}: an '@' after the '?'"
+                " (percent-encode a '?' in a password, an '@' in an option)"
+            )
     bootstrap = tuple(_host(h, shown) for h in hosts.split(",")) if hosts else ()
     if not bootstrap:
         raise ConfigError(f"bad Kafka URL {shown!r}: no host")
@@ -122,16 +140,17 @@ def parse(url: str | None) -> Target:
         prefix,
         group,
         numbers,
-        _security(unquote(userinfo), own, shown),
+        _security(userinfo, own, shown),
         own.get("client_id") or "qtasks",
     )
 
 
 def _host(text: str, shown: str) -> str:
+    """``host:port`` of one piece after the last '@' (so never a piece of the credentials)."""
     host, colon, port = text.strip().rpartition(":")
     if not colon:
         host, port = port, str(DEFAULT_PORT)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not _whole(port) or not 0 < int(port) < 65536:
         raise ConfigError(f"bad Kafka URL {shown!r}: {text!r} is not host:port")
     return f"{host}:{int(port)}"
 
@@ -140,14 +159,21 @@ def _number(name: str, text: str | None, shown: str) -> int:
     default, low, high = NUMBERS[name]
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not _whole(text) or not low <= int(text) <= high:
         raise ConfigError(f"bad {name} {text!r} in Kafka URL {shown!r}: a whole number from {low} to {high}")
     return int(text)
 
 
+def _whole(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²', which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _security(userinfo: str, own: dict[str, str], shown: str) -> dict[str, Any]:
     """aiokafka's security options: SASL when the URL has credentials, TLS when asked."""
+    # split before decoding: a percent-encoded ':' belongs to the user name
     user, _, password = userinfo.partition(":")
+    user, password = unquote(user), unquote(password)
     protocol = own.get("security_protocol") or ("SASL_PLAINTEXT" if user else "PLAINTEXT")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"bad security_protocol {protocol!r} in Kafka URL {shown!r}: one of {', '.join(PROTOCOLS)}")

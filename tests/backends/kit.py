@@ -226,3 +226,20 @@ async def check_fresh_marks(broker: str) -> None:
         (delivery,) = await elsewhere.broker.fetch(["default"], 1, 30.0, 2.0)
         assert delivery.fresh is False
         await delivery.ack()
+
+
+async def check_cancelled_fetches_hand_nothing_out(app: QueueTasks, times: int = 3) -> None:
+    """A fetch cancelled while its claim runs (a worker stopped meanwhile) gives what the claim
+    leased back ready, with its delivery count lowered again: it was never handed out. So the
+    next delivery is the first: count 1, and fresh (its record is not final), not a step
+    towards max_deliveries."""
+    await app.submit(Message(name="t", args=[]))
+    for _ in range(times):
+        fetch = asyncio.ensure_future(app.broker.fetch(["default"], 5, 60.0, 2.0))
+        await asyncio.sleep(0)  # its claim is on its way
+        fetch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fetch
+    (delivery,) = await app.broker.fetch(["default"], 5, 60.0, 2.0)
+    assert (delivery.count, delivery.fresh) == (1, True)
+    await delivery.ack()

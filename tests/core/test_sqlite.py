@@ -16,7 +16,7 @@ from qtasks.messages import Message, Record, Status
 from qtasks.protocols import Envelope
 from qtasks.testing import running_worker
 
-from tests.backends.kit import check_ack_with, check_fresh_marks, leased_one
+from tests.backends.kit import check_ack_with, check_cancelled_fetches_hand_nothing_out, check_fresh_marks, leased_one
 
 #: qtasks_queue as files made before ``task_id`` have it, with a message queued the old way.
 OLD_QUEUE = """
@@ -272,17 +272,5 @@ async def test_a_file_locked_past_the_busy_timeout_is_an_outage_not_a_bad_write(
 
 
 async def test_a_fetch_cancelled_while_its_claim_runs_gives_the_rows_back_as_never_delivered(sqlite_url: str) -> None:
-    """A worker stopped while its fetch was claiming: the rows the claim leased go back ready,
-    and their delivery count with them (they were never handed out), so the next delivery is
-    the first: count 1, fresh, not a step towards max_deliveries."""
     async with QueueTasks(broker=sqlite_url) as app:
-        await app.submit(Message(name="t", args=[]))
-        for _ in range(3):
-            fetch = asyncio.ensure_future(app.broker.fetch(["default"], 5, 60.0, 1.0))
-            await asyncio.sleep(0)  # its claim is running in the database thread
-            fetch.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await fetch
-        (delivery,) = await app.broker.fetch(["default"], 5, 60.0, 1.0)
-        assert (delivery.count, delivery.fresh) == (1, True)
-        await delivery.ack()
+        await check_cancelled_fetches_hand_nothing_out(app)

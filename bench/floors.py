@@ -170,8 +170,9 @@ async def redis_consume(url: str, n: int) -> None:
     """The floor's worker process: one coroutine, BRPOP + one write per task.
 
     First it drains ``n`` queued tasks (BRPOP + SET of the result) and prints the rate; then it
-    answers round trips (BRPOP + LPUSH of the result onto the caller's reply key) until told to
-    stop.
+    answers round trips until told to stop: BRPOP, then the same SET of the result and an LPUSH
+    of it onto the caller's reply key, pipelined in one round trip (qtasks' worker, too, stores
+    the record and wakes the caller in one step).
     """
     from redis.asyncio import Redis
 
@@ -186,7 +187,10 @@ async def redis_consume(url: str, n: int) -> None:
         message = json.loads(body)
         if message.get("stop"):
             break
-        await r.lpush(f"floor:reply:{message['id']}", REDIS_RESULT)
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.set(f"floor:result:{message['id']}", REDIS_RESULT, ex=86400)
+            pipe.lpush(f"floor:reply:{message['id']}", REDIS_RESULT)
+            await pipe.execute()
     await r.aclose()
 
 

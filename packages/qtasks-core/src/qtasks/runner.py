@@ -54,17 +54,12 @@ def _serve(app: Any, worker: Worker | None, beat: bool) -> int:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        jobs = []
-        if worker is not None:
-            await worker.app.start()  # one start for both, so neither stops the app under the other
-            jobs.append(worker.run())
-        if scheduler is not None:
-            await scheduler.app.start()
-            jobs.append(scheduler.run())
+        services = [s for s in (worker, scheduler) if s is not None]
+        await app.core.start()  # one start for both, so neither stops the app under the other
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: [s.stop() for s in (worker, scheduler) if s is not None])
+            loop.add_signal_handler(sig, lambda: [s.stop() for s in services])
         try:
-            await asyncio.gather(*jobs)
+            await asyncio.gather(*(s.run() for s in services))
         finally:
             await app.core.stop()
 

@@ -88,7 +88,7 @@ class QueueTasks(Admin):
 
     def task(self, func: Any = None, /, **options: Any) -> Any:
         """Register a function as a task; bare (``@app.task``) or with options (see Router.task)."""
-        return task_decorator(self, self._register, AsyncTask, func, options)
+        return task_decorator(self, AsyncTask, func, options)
 
     def _task_app(self) -> QueueTasks:
         return self

@@ -52,7 +52,7 @@ class QueueTasks:
 
     def task(self, func: Any = None, /, **options: Any) -> Any:
         """Register a function as a task; the handle's ``add_task`` blocks."""
-        return task_decorator(self.core, self.core._register, SyncTask, func, options)
+        return task_decorator(self.core, SyncTask, func, options)
 
     def include_router(self, router: Router) -> None:
         self.core.include_router(router)

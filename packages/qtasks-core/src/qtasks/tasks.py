@@ -11,7 +11,7 @@ import inspect
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
     from qtasks.app import QueueTasks
@@ -78,18 +78,12 @@ def make_spec(func: Callable[..., Any], name: str | None = None, **options: Any)
     return TaskSpec(name=name or func.__name__, func=func, description=description, extra=extra, **options)
 
 
-class TaskOwner(Protocol):
-    """Where a handle's tasks live: an app or a router."""
-
-    def _task_app(self) -> QueueTasks: ...
-
-
 class BaseTask:
     """A task handle. Calling it builds a :class:`TaskCall`; it does not run the function."""
 
     __slots__ = ("_owner", "spec")
 
-    def __init__(self, spec: TaskSpec, owner: TaskOwner) -> None:
+    def __init__(self, spec: TaskSpec, owner: QueueTasks | Router) -> None:
         self.spec, self._owner = spec, owner
 
     @property
@@ -184,7 +178,7 @@ class Router:
     def _attach(self, app: QueueTasks) -> None:
         self._apps = [ref for ref in self._apps if ref() is not None] + [weakref.ref(app)]
 
-    def _add(self, spec: TaskSpec) -> None:
+    def _register(self, spec: TaskSpec) -> None:
         if spec.name in self.tasks:
             raise ValueError(f"task {spec.name!r} is already registered on this router")
         if self.queue and spec.queue == "default":
@@ -207,7 +201,7 @@ class Router:
         Options: ``name, priority, queue, echo, max_time, retry, retry_on_exc, tags,
         description, generate_handler, decode``; others are kept in ``spec.extra``.
         """
-        return task_decorator(self, self._add, self.handle_class, func, options)
+        return task_decorator(self, self.handle_class, func, options)
 
 
 class AsyncRouter(Router):
@@ -219,19 +213,17 @@ class AsyncRouter(Router):
 SyncRouter = Router
 
 
-def task_decorator(
-    owner: TaskOwner, add: Callable[[TaskSpec], None], handle: type[BaseTask], func: Any, options: dict[str, Any]
-) -> Any:
+def task_decorator(owner: QueueTasks | Router, handle: type[BaseTask], func: Any, options: dict[str, Any]) -> Any:
     """The shared body of ``@app.task`` and ``@router.task`` (bare, named, or with options)."""
     if isinstance(func, str) or func is None:
         options.setdefault("name", func)
 
         def wrap(f: Callable[..., Any]) -> Any:
-            return task_decorator(owner, add, handle, f, options)
+            return task_decorator(owner, handle, f, options)
 
         return wrap
     spec = make_spec(func, **options)
-    add(spec)
+    owner._register(spec)
     return handle(spec, owner)
 
 
@@ -249,7 +241,7 @@ def shared_task(func: Any = None, /, *, awaiting: bool | None = None, **options:
 
     def wrap(f: Callable[..., Any]) -> Any:
         is_async = awaiting if awaiting is not None else inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
-        return task_decorator(_SHARED, _SHARED._add, AsyncTask if is_async else SyncTask, f, dict(options))
+        return task_decorator(_SHARED, AsyncTask if is_async else SyncTask, f, dict(options))
 
     if isinstance(func, str):
         options.setdefault("name", func)

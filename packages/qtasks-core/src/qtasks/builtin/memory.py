@@ -19,7 +19,7 @@ from typing import Any
 from qtasks.hookspecs import hookimpl
 from qtasks.messages import Record, Status
 from qtasks.protocols import DEAD_LETTER, DELAY, LEASE, PRIORITY, DeadLetter, Envelope
-from qtasks.registry import ComponentRequest, Registry
+from qtasks.registry import Registry
 
 
 class Signal:
@@ -229,11 +229,5 @@ class MemoryStorage:
 
 @hookimpl
 def qtasks_register_components(registry: Registry) -> None:
-    def broker(request: ComponentRequest) -> MemoryBroker:
-        return MemoryBroker(request.config.dead_letter_ttl)
-
-    def storage(request: ComponentRequest) -> MemoryStorage:
-        return MemoryStorage(request.serializer)
-
-    registry.add_broker("memory", broker, schemes=("memory",))
-    registry.add_storage("memory", storage, schemes=("memory",))
+    registry.add_broker("memory", lambda r: MemoryBroker(r.config.dead_letter_ttl), schemes=("memory",))
+    registry.add_storage("memory", lambda r: MemoryStorage(r.serializer), schemes=("memory",))

@@ -3,11 +3,9 @@
 URLs follow SQLAlchemy: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``; the
 bare name ``sqlite`` uses ``Config.sqlite_path`` (``./qtasks.db``).
 
-Each component owns one connection in WAL mode, used from one thread so the event loop never
-blocks. Writes made by concurrent tasks are grouped into one transaction (group commit).
-Processes wake each other with datagrams to Unix sockets in a private (0700) directory under
-the temp dir: a worker waiting for messages and a caller waiting for a result are woken when
-the row is committed instead of polling. Without Unix sockets they poll every 50 ms.
+An app's broker and storage on one file share its connection (:mod:`qtasks.builtin.sqlite_db`).
+A worker waiting for messages and a caller waiting for a result are woken when the row is
+committed (:mod:`qtasks.builtin.wakeup`); without Unix sockets they poll every 50 ms.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from qtasks.builtin.sqlite_db import Database, transaction
 from qtasks.builtin.wakeup import Wakeup
@@ -28,7 +26,6 @@ from qtasks.messages import FINAL, Record
 from qtasks.protocols import DEAD_LETTER, DELAY, LEASE, PRIORITY, DeadLetter, Envelope
 from qtasks.registry import ComponentRequest, Registry
 
-T = TypeVar("T")
 _FINAL = tuple(s.value for s in FINAL)
 #: Added to a row's priority while it waits for a time (delayed, or nacked with a delay), taken
 #: off by the first claim that finds it due: a claim walking the priority index then never walks

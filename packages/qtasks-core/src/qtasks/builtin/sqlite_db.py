@@ -1,5 +1,6 @@
-"""SQLite access for the embedded backend: one connection per file and app, on its own thread,
-with group commit and a short spin (instead of SQLite's millisecond sleeps) on a locked file."""
+"""SQLite access for the embedded backend: one connection per file and app, in WAL mode, used from
+its own thread so the event loop never blocks, with group commit and a short spin (instead of
+SQLite's millisecond sleeps) on a locked file."""
 
 from __future__ import annotations
 
@@ -17,11 +18,8 @@ T = TypeVar("T")
 
 
 class Database:
-    """One connection per file and app, used from one thread, so the event loop never blocks.
-
-    ``run(fn, ...)`` reads. ``write(fn, ...)`` is group-committed: every write submitted while a
-    transaction is running goes into the next one, so concurrent tasks share commits.
-    """
+    """``run(fn, ...)`` reads. ``write(fn, ...)`` is group-committed: every write submitted while a
+    transaction is running goes into the next one, so concurrent tasks share commits."""
 
     def __init__(self, path: str, schema: str) -> None:
         self.path, self._schema = path, schema

@@ -23,8 +23,6 @@ from qtasks.log import get_logger
 
 
 class Wakeup:
-    """Cross-process wake-ups for one database: datagrams to the listeners of a channel."""
-
     def __init__(self, path: str) -> None:
         digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
         self.dir = os.path.join(tempfile.gettempdir(), f"qtasks-{os.getuid() if hasattr(os, 'getuid') else 0}-{digest}")

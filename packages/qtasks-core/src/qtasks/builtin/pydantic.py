@@ -83,4 +83,3 @@ def qtasks_execution_context(run: Any) -> None:
         if name in adapters:
             bound.arguments[name] = adapters[name].validate_python(value)
     run.args, run.kwargs = list(bound.args[len(echo) :]), dict(bound.kwargs)
-    return None

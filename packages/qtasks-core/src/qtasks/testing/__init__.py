@@ -52,9 +52,8 @@ def in_memory_worker(app: Any, **options: Any) -> Iterator[Worker]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True, name="qtasks-test-worker")
     thread.start()
-    started: Any = asyncio.run_coroutine_threadsafe(_start(core, options), loop)
     try:
-        worker, job = started.result(timeout=30)
+        worker, job = asyncio.run_coroutine_threadsafe(_start(core, options), loop).result(timeout=30)
         try:
             yield worker
         finally:

@@ -83,8 +83,7 @@ def _field(text: str, low: int, high: int, expression: str) -> set[int]:
         if spec == "*":
             first, last = low, high
         elif "-" in spec:
-            a, b = spec.split("-", 1)
-            first, last = _value(a), _value(b)
+            first, last = map(_value, spec.split("-", 1))
         else:
             first = _value(spec)
             last = high if step_text else first
@@ -147,17 +146,15 @@ class Scheduler:
 
     async def run(self) -> None:
         app = self.app
-        owns_app = app._stack is None
-        await app.start()
-        clean = contextvars.copy_context()  # runs are published from here, not the quiet loop
-        try:
-            async with AsyncExitStack() as stack:
-                await enter_all(stack, app.hook.qtasks_internal_context(kind="schedule", app=app))
-                self.log.info("scheduler.started", schedules=[s.name for s in self.schedules])
-                await self._loop(clean)
-        finally:
-            if owns_app:
-                await app.stop()
+        async with AsyncExitStack() as stack:
+            owns_app = app._stack is None
+            await app.start()
+            if owns_app:  # stopped last, after the internal context exits
+                stack.push_async_callback(app.stop)
+            clean = contextvars.copy_context()  # runs are published from here, not the quiet loop
+            await enter_all(stack, app.hook.qtasks_internal_context(kind="schedule", app=app))
+            self.log.info("scheduler.started", schedules=[s.name for s in self.schedules])
+            await self._loop(clean)
 
     async def _loop(self, clean: contextvars.Context) -> None:
         now = time.time()

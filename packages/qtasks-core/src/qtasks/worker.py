@@ -73,33 +73,31 @@ class Worker:
     async def run(self) -> None:
         """Start the app if needed, process messages until :meth:`stop`, then drain."""
         app = self.app
-        owns_app = app._stack is None
-        await app.start()
-        try:
-            async with AsyncExitStack() as stack:
-                await enter_all(stack, app.hook.qtasks_worker_lifespan(worker=self))
-                self.log.info(
-                    "worker.started",
-                    worker=self.id,
-                    queues=self.queues,
-                    concurrency=self.concurrency,
-                    broker=type(app.broker).__name__,
-                    storage=type(app.storage).__name__,
-                    plugins=sorted(app.plugins.origins),
-                )
-                clean = contextvars.copy_context()
-                self.ready.set()
-                beat = asyncio.create_task(self._internal("heartbeat", self._heartbeat), context=clean.copy())
-                try:
-                    await self._internal("fetch", lambda: self._fetch_loop(clean))
-                finally:
-                    await self._drain()
-                    beat.cancel()
-                    await asyncio.gather(beat, return_exceptions=True)
-                self.log.info("worker.stopped", worker=self.id, **{k.value: v for k, v in self.counts.items() if v})
-        finally:
-            if owns_app:
-                await app.stop()
+        async with AsyncExitStack() as stack:
+            owns_app = app._stack is None
+            await app.start()
+            if owns_app:  # stopped last, after the worker lifespan hooks exit
+                stack.push_async_callback(app.stop)
+            await enter_all(stack, app.hook.qtasks_worker_lifespan(worker=self))
+            self.log.info(
+                "worker.started",
+                worker=self.id,
+                queues=self.queues,
+                concurrency=self.concurrency,
+                broker=type(app.broker).__name__,
+                storage=type(app.storage).__name__,
+                plugins=sorted(app.plugins.origins),
+            )
+            clean = contextvars.copy_context()
+            self.ready.set()
+            beat = asyncio.create_task(self._internal("heartbeat", self._heartbeat), context=clean.copy())
+            try:
+                await self._internal("fetch", lambda: self._fetch_loop(clean))
+            finally:
+                await self._drain()
+                beat.cancel()
+                await asyncio.gather(beat, return_exceptions=True)
+            self.log.info("worker.stopped", worker=self.id, **{k.value: v for k, v in self.counts.items() if v})
 
     def stop(self) -> None:
         """Stop fetching and drain: running tasks get ``grace`` seconds, then go back to the
@@ -138,7 +136,6 @@ class Worker:
                 self.log.warning("broker.fetch_failed", error=f"{type(exc).__name__}: {exc}", retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-                continue
             finally:
                 self._fetcher = None
 
@@ -175,11 +172,10 @@ class Worker:
         """Renew the leases of runs older than one interval; interrupt the ones cancelled."""
         now = time.time()
         due = [r for r in self._runs.values() if r is not None and now - r.started_at >= interval]
-        if due:
-            renewed = await asyncio.gather(*(r.delivery.extend(self.lease) for r in due), return_exceptions=True)
-            for run, ok in zip(due, renewed, strict=True):
-                if ok is not True and run.outcome is None:  # once settling, it may be acked already
-                    self.log.warning("lease.lost", task_id=run.message.id, error=repr(ok) if ok is not False else None)
+        renewed = await asyncio.gather(*(r.delivery.extend(self.lease) for r in due), return_exceptions=True)
+        for run, ok in zip(due, renewed, strict=True):
+            if ok is not True and run.outcome is None:  # once settling, it may be acked already
+                self.log.warning("lease.lost", task_id=run.message.id, error=repr(ok) if ok is not False else None)
         calling = [r for r in due if r.calling]
         records = await asyncio.gather(*(self.app.storage.get(r.message.id) for r in calling), return_exceptions=True)
         for run, record in zip(calling, records, strict=True):

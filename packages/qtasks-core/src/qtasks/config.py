@@ -55,9 +55,8 @@ class Config:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Build a config from ``QTASKS_*`` variables; explicit ``overrides`` win over them."""
         environ = os.environ if environ is None else environ
-        names = {f.name: f for f in dataclasses.fields(cls)} | {
-            alias: next(f for f in dataclasses.fields(cls) if f.name == target) for alias, target in _ALIASES.items()
-        }
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        names = fields | {alias: fields[target] for alias, target in _ALIASES.items()}
         values: dict[str, Any] = {}
         for key, raw in environ.items():
             if not key.startswith(ENV_PREFIX):
@@ -65,8 +64,7 @@ class Config:
             f = names.get(key[len(ENV_PREFIX) :].lower()) or names.get(key[len(ENV_PREFIX) :])
             if f is not None and f.name != "extra":
                 values[f.name] = _cast(key, raw, f.type)
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
+        if unknown := overrides.keys() - fields.keys():
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

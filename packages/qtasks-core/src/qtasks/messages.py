@@ -33,10 +33,6 @@ class Status(StrEnum):
 FINAL = frozenset({Status.SUCCESS, Status.ERROR, Status.CANCELLED, Status.DEAD})
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
 @dataclass(slots=True)
 class Message:
     """One task invocation on the wire. JSON by default, never pickle.
@@ -50,7 +46,7 @@ class Message:
     name: str
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
-    id: str = field(default_factory=new_id)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
     queue: str = "default"
     headers: dict[str, str] = field(default_factory=dict)
     priority: int = 0

@@ -83,8 +83,7 @@ def _load(result: Plugins, ep: EntryPoint) -> None:
     dist_name = str(dist.metadata["Name"]) if dist is not None else "unknown distribution"
     version = dist.version if dist is not None else "?"
     try:
-        plugin = ep.load()
-        result.pm.register(plugin, name=ep.name)
+        result.pm.register(ep.load(), name=ep.name)
     except Exception as exc:  # an add-on must not take the host down: record and go on
         if result.pm.get_plugin(ep.name) is not None:
             result.pm.unregister(name=ep.name)
@@ -108,9 +107,7 @@ def _trace(pm: pluggy.PluginManager) -> None:
     def before(name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
         log.debug("hook.call", hook=name, impls=[i.plugin_name for i in impls], args=list(kwargs))
 
-    def after(
-        outcome: pluggy.Result[Any], name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
-    ) -> None:
+    def after(outcome: pluggy.Result[Any], name: str, *_: object) -> None:  # also given impls and kwargs
         log.debug("hook.done", hook=name, error=repr(outcome.exception) if outcome.exception else None)
 
     pm.add_hookcall_monitoring(before, after)

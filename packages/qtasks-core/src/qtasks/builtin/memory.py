@@ -45,7 +45,6 @@ class _Item:
     seq: int
     envelope: Envelope
     body: bytes
-    visible_at: float
     version: int = 0
     token: int | None = None
     count: int = 0
@@ -105,7 +104,6 @@ class MemoryBroker:
 
     def _schedule(self, item: _Item, visible_at: float) -> None:
         item.version += 1
-        item.visible_at = visible_at
         if visible_at <= time.time() and item.token is None:
             ready = self._ready.setdefault(item.envelope.queue, [])
             heapq.heappush(ready, (item.envelope.priority, item.seq, item.version))
@@ -116,7 +114,7 @@ class MemoryBroker:
                 self._signal.fire()  # a waiter may need a shorter timeout
 
     async def publish(self, envelope: Envelope) -> None:
-        item = _Item(next(self._seq), envelope, envelope.body, 0.0)
+        item = _Item(next(self._seq), envelope, envelope.body)
         self._items[item.seq] = item
         self._schedule(item, envelope.eta or 0.0)
 

@@ -82,6 +82,10 @@ def type_hints(func: Callable[..., Any]) -> dict[str, Any]:
         return hints
 
 
+def unannotated(hint: Any) -> Any:
+    return getattr(hint, "__origin__", hint) if hasattr(hint, "__metadata__") else hint
+
+
 def _injections(func: Callable[..., Any]) -> dict[str, Depends | type[State]]:
     """Which parameters of ``func`` are injected, and with what (string annotations resolved)."""
     hints = type_hints(func)
@@ -90,7 +94,7 @@ def _injections(func: Callable[..., Any]) -> dict[str, Depends | type[State]]:
         hint = hints.get(name)
         marks = [param.default, *getattr(hint, "__metadata__", ())]
         depends = next((m for m in marks if isinstance(m, Depends)), None)
-        base = getattr(hint, "__origin__", hint) if hasattr(hint, "__metadata__") else hint
+        base = unannotated(hint)
         if depends is not None:
             found[name] = depends
         elif isinstance(base, type) and issubclass(base, State):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from qtasks.builtin.injection import type_hints
+from qtasks.builtin.injection import type_hints, unannotated
 from qtasks.hookspecs import hookimpl
 
 
@@ -32,10 +32,7 @@ def _plan(spec: Any) -> tuple[dict[str, Any], tuple[str, Any] | None] | None:
     pydantic = sys.modules.get("pydantic")
     if pydantic is None:
         return None
-    hints = {
-        name: getattr(h, "__origin__", h) if hasattr(h, "__metadata__") else h
-        for name, h in type_hints(spec.func).items()
-    }
+    hints = {name: unannotated(hint) for name, hint in type_hints(spec.func).items()}
     hints.pop("return", None)
     models = [(n, h) for n, h in hints.items() if isinstance(h, type) and issubclass(h, pydantic.BaseModel)]
     if not models and not spec.extra.get("validate"):

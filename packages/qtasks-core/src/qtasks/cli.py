@@ -82,8 +82,7 @@ def _parser(extra_commands: Any) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     plugins = build(Config.from_env())  # load failures are shown by `qtasks plugins`, not raised
-    parser = _parser(plugins.hook.qtasks_add_cli_commands)
-    args = parser.parse_args(argv)
+    args = _parser(plugins.hook.qtasks_add_cli_commands).parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

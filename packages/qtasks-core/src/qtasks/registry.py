@@ -13,11 +13,8 @@ from qtasks.errors import DuplicateComponentError, PluginLoadFailure, UnknownCom
 SLOTS = ("broker", "storage", "serializer")
 #: Where a URL scheme nobody registered would come from.
 INSTALL_HINTS = {
-    "redis": "qtasks-redis",
-    "rediss": "qtasks-redis",
-    "unix": "qtasks-redis",
-    "postgres": "qtasks-postgres",
-    "postgresql": "qtasks-postgres",
+    **dict.fromkeys(("redis", "rediss", "unix"), "qtasks-redis"),
+    **dict.fromkeys(("postgres", "postgresql"), "qtasks-postgres"),
     "kafka": "qtasks-kafka",
 }
 

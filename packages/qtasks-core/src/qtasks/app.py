@@ -304,7 +304,10 @@ class QueueTasks(Admin):
     @home_loop
     async def submit(self, message: Message) -> Record:
         """Publish the message and store its ``new`` record; the record."""
-        self._check_capabilities(message)
+        if message.priority and PRIORITY not in self.broker.capabilities:
+            raise CapabilityError(type(self.broker).__name__, "priorities")
+        if message.eta is not None and DELAY not in self.broker.capabilities:
+            raise CapabilityError(type(self.broker).__name__, "delays (eta)")
         record = Record.from_message(message)
 
         async def send(body: bytes) -> None:
@@ -319,13 +322,6 @@ class QueueTasks(Admin):
 
         await self.publish(message, send)
         return record
-
-    def _check_capabilities(self, message: Message) -> None:
-        caps = self.broker.capabilities
-        if message.priority and PRIORITY not in caps:
-            raise CapabilityError(type(self.broker).__name__, "priorities")
-        if message.eta is not None and DELAY not in caps:
-            raise CapabilityError(type(self.broker).__name__, "delays (eta)")
 
     # ------------------------------------------------------------------ running
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import signal
 import sys
 import time
@@ -94,8 +93,7 @@ def supervise(app: Any, processes: int, options: dict[str, Any], beat: bool = Fa
     def on_signal(signum: int, _frame: Any) -> None:
         signals.append(signum)
         for proc, _ in children.values():
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM)
+            proc.terminate()  # SIGTERM
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
